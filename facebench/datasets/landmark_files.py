@@ -1,0 +1,50 @@
+"""Readers for per-image landmark files: iBUG ``.pts`` and menpo ``.ljson``.
+
+Both return (N, 2) arrays in facebench's 0-based pixel-centre convention and
+raise :class:`AnnotationError` naming the file when it is malformed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class AnnotationError(ValueError):
+    """An annotation file is not what its format says; the message names it."""
+
+
+def read_pts(path: str | Path) -> np.ndarray:
+    """iBUG ``.pts``: ``version: 1``, ``n_points: N``, ``{``, N lines of 1-based ``x y``, ``}``."""
+    path = Path(path)
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"cannot read {path}: {exc}") from exc
+    try:
+        header = dict(ln.split(":", 1) for ln in lines[: lines.index("{")])
+        n_points = int(header["n_points"])
+        body = lines[lines.index("{") + 1: lines.index("}")]
+        points = np.array([[float(v) for v in ln.split()] for ln in body], dtype=np.float64)
+    except (ValueError, KeyError) as exc:
+        raise AnnotationError(f"{path}: not an iBUG .pts file ({exc})") from exc
+    if points.shape != (n_points, 2):
+        raise AnnotationError(f"{path}: header says {n_points} points, found shape {points.shape}")
+    return points - 1.0
+
+
+def read_ljson(path: str | Path, group: str | None = None) -> np.ndarray:
+    """menpo LJSON (version 2): points stored as (y, x) in 0-based pixels."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        groups = data["groups"]
+        name = group or next(iter(groups))
+        points = np.array(groups[name]["landmarks"]["points"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, StopIteration, TypeError) as exc:
+        raise AnnotationError(f"{path}: not a menpo LJSON landmark file ({exc})") from exc
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise AnnotationError(f"{path}: expected (N, 2) points, found shape {points.shape}")
+    return points[:, ::-1].copy()

@@ -1,0 +1,167 @@
+"""Run an adapter over items: pre/post-processing on worker threads, batched forward.
+
+The main thread only stacks inputs and calls ``forward``; ``preprocess``
+(image decoding included) and ``postprocess`` run on a thread pool, with up
+to two batches prepared ahead. Each item's time is recorded per phase; the
+forward time of a batch is shared equally among its items.
+
+An item whose preprocess or postprocess raises, whose prediction is not
+finite or not of the card's scheme and shape, or whose forward fails even
+when run alone, becomes a failure with its key and message; every other
+item still gets its result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from facebench.adapter import Adapter, check_prediction
+from facebench.types import Box, Prediction, Sample
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: a whole image for detectors, one face for landmark models."""
+
+    key: str
+    sample: Sample
+    face_box: Box | None = None
+
+
+@dataclass
+class ItemResult:
+    key: str
+    prediction: Prediction | None
+    error: str | None
+    preprocess_s: float = 0.0
+    forward_s: float = 0.0
+    postprocess_s: float = 0.0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, workers: int = 2,
+                on_batch: Callable[[list[ItemResult]], None] | None = None,
+                progress: Callable[[int], None] | None = None) -> list[ItemResult]:
+    """Run ``adapter`` over ``items``; results come back in item order.
+
+    ``on_batch`` receives each finished batch (the results store writes it
+    at once, so an interrupted run keeps what it did); ``progress`` receives
+    the number of items just finished.
+    """
+    card = adapter.card
+    results: dict[str, ItemResult] = {}
+
+    def pre(item: Item):
+        start = time.perf_counter()
+        inputs, context = adapter.preprocess(item.sample, item.face_box)
+        return inputs, context, time.perf_counter() - start
+
+    def post(item: Item, outputs, context, timing: ItemResult) -> ItemResult:
+        start = time.perf_counter()
+        try:
+            prediction = adapter.postprocess(outputs, context)
+            check_prediction(prediction, card)
+            timing.prediction = prediction
+        except Exception as exc:  # noqa: BLE001 - any adapter error is the item's failure
+            timing.error = f"postprocess: {_describe(exc)}"
+        timing.postprocess_s = time.perf_counter() - start
+        return timing
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facebench") as pool:
+        pending: deque[tuple[Item, Future]] = deque()
+        queue = iter(items)
+
+        def fill():
+            while len(pending) < 3 * batch_size:
+                item = next(queue, None)
+                if item is None:
+                    return
+                pending.append((item, pool.submit(pre, item)))
+
+        fill()
+        in_flight: list[tuple[Item, Future]] = []
+        while pending or in_flight:
+            batch: list[tuple[Item, dict, object, ItemResult]] = []
+            failed: list[ItemResult] = []
+            while pending and len(batch) + len(failed) < batch_size:
+                item, fut = pending.popleft()
+                try:
+                    inputs, context, pre_s = fut.result()
+                    batch.append((item, inputs, context, ItemResult(item.key, None, None, pre_s)))
+                except Exception as exc:  # noqa: BLE001
+                    failed.append(ItemResult(item.key, None, f"preprocess: {_describe(exc)}"))
+            fill()
+            submitted = _forward(adapter, batch, failed, pool, post)
+            done = failed + [f.result() for _, f in in_flight]
+            in_flight = submitted
+            if not pending:
+                done += [f.result() for _, f in in_flight]
+                in_flight = []
+            _finish(done, results, on_batch, progress)
+    return [results[item.key] for item in items if item.key in results]
+
+
+def _finish(done, results, on_batch, progress):
+    if not done:
+        return
+    for r in done:
+        results[r.key] = r
+    if on_batch:
+        on_batch(done)
+    if progress:
+        progress(len(done))
+
+
+def _forward(adapter, batch, failed, pool, post):
+    """Forward a batch (falling back to one item at a time on error); submit postprocessing."""
+    if not batch:
+        return []
+    try:
+        outputs, seconds = _timed_forward(adapter, [b[1] for b in batch])
+        per_item = [({k: v[i] for k, v in outputs.items()}, seconds / len(batch)) for i in range(len(batch))]
+    except Exception:  # noqa: BLE001 - isolate the culprit below
+        per_item = []
+        for (item, inputs, _, timing) in batch:
+            try:
+                outputs, seconds = _timed_forward(adapter, [inputs])
+                per_item.append(({k: v[0] for k, v in outputs.items()}, seconds))
+            except Exception as exc:  # noqa: BLE001
+                per_item.append((None, 0.0))
+                timing.error = f"forward: {_describe(exc)}"
+    submitted = []
+    for (item, _, context, timing), (outputs, seconds) in zip(batch, per_item):
+        timing.forward_s = seconds
+        if outputs is None:
+            failed.append(timing)
+        else:
+            submitted.append((item, pool.submit(post, item, outputs, context, timing)))
+    return submitted
+
+
+def _timed_forward(adapter, inputs_list):
+    names = inputs_list[0].keys()
+    stacked = {k: np.stack([np.asarray(inp[k]) for inp in inputs_list]) for k in names}
+    start = time.perf_counter()
+    outputs = adapter.forward(stacked)
+    seconds = time.perf_counter() - start
+    n = len(inputs_list)
+    for name, value in outputs.items():
+        if np.ndim(value) == 0 or len(value) != n:
+            raise ValueError(f"forward output {name!r} has shape {np.shape(value)}, expected a leading batch of {n}")
+    return outputs, seconds
+
+
+def items_for(task: str, samples: Iterable[Sample]) -> list[Item]:
+    """Detectors see whole images; landmark models see each annotated face by its box."""
+    if task == "detector":
+        return [Item(s.id, s) for s in samples]
+    return [Item(f"{s.id}#{k}", s, face.box) for s in samples for k, face in enumerate(s.faces)]

@@ -1,0 +1,93 @@
+"""Image reading and the affine crops adapters use in ``preprocess``.
+
+Crops are described by a 2x3 matrix mapping *output* pixel coordinates to
+*image* pixel coordinates (both in the pixel-centre convention of
+:mod:`facebench.types`), so mapping a model's output back to the image is one
+matrix product with the same matrix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class ImageError(ValueError):
+    """An image file cannot be read; the message names the file."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3), whatever its mode."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+
+
+class ImageFile:
+    """A lazily read image file, usable as ``Sample.image``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __call__(self) -> np.ndarray:
+        return read_image(self.path)
+
+    def __repr__(self) -> str:
+        return f"ImageFile({str(self.path)!r})"
+
+
+def letterbox_matrix(width: int, height: int, out_size: int) -> np.ndarray:
+    """Output->image affine that fits the whole image, centred, in a square.
+
+    The square has the side of the image's longer edge; the rest is padding
+    (MediaPipe's ``keep_aspect_ratio`` image-to-tensor conversion).
+    """
+    side = max(width, height)
+    scale = side / out_size
+    # output pixel u covers [u-0.5, u+0.5]; its centre maps to image x
+    offset_x = -0.5 + scale * 0.5 - (side - width) / 2
+    offset_y = -0.5 + scale * 0.5 - (side - height) / 2
+    return np.array([[scale, 0.0, offset_x], [0.0, scale, offset_y]])
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map (N, 2) points through a 2x3 affine matrix."""
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def warp_affine(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int],
+                fill: float = 0.0) -> np.ndarray:
+    """Bilinear resampling of ``image`` at the output grid mapped by ``matrix``.
+
+    Returns float32 (out_h, out_w, C) in the image's value scale; samples
+    outside the image take ``fill`` (the image is treated as zero-padded).
+    """
+    out_h, out_w = out_size
+    img = image.astype(np.float32, copy=False)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    h, w, c = img.shape
+    us, vs = np.meshgrid(np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64))
+    xs = matrix[0, 0] * us + matrix[0, 1] * vs + matrix[0, 2]
+    ys = matrix[1, 0] * us + matrix[1, 1] * vs + matrix[1, 2]
+    x0 = np.floor(xs).astype(np.int64)
+    y0 = np.floor(ys).astype(np.int64)
+    fx = (xs - x0).astype(np.float32)[..., None]
+    fy = (ys - y0).astype(np.float32)[..., None]
+
+    padded = np.full((h + 2, w + 2, c), fill, dtype=np.float32)
+    padded[1:-1, 1:-1] = img
+    # index into the padded image: pixel i sits at i+1; clamp far-outside samples to the border of fill
+    xi0 = np.clip(x0 + 1, 0, w + 1)
+    xi1 = np.clip(x0 + 2, 0, w + 1)
+    yi0 = np.clip(y0 + 1, 0, h + 1)
+    yi1 = np.clip(y0 + 2, 0, h + 1)
+    top = padded[yi0, xi0] * (1 - fx) + padded[yi0, xi1] * fx
+    bottom = padded[yi1, xi0] * (1 - fx) + padded[yi1, xi1] * fx
+    return top * (1 - fy) + bottom * fy

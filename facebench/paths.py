@@ -1,0 +1,28 @@
+"""Where facebench keeps its files.
+
+``$FACEBENCH_HOME`` overrides everything (assets under ``assets/``, the results
+store as ``results.sqlite``); otherwise assets go to the user's cache
+directory and results to the user's data directory (XDG on Linux).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def assets_dir() -> Path:
+    home = os.environ.get("FACEBENCH_HOME")
+    return Path(home) / "assets" if home else _xdg("XDG_CACHE_HOME", ".cache") / "facebench" / "assets"
+
+
+def default_store_path() -> Path:
+    home = os.environ.get("FACEBENCH_HOME")
+    if home:
+        return Path(home) / "results.sqlite"
+    return _xdg("XDG_DATA_HOME", ".local/share") / "facebench" / "results.sqlite"

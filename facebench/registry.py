@@ -1,0 +1,75 @@
+"""Finding adapters: built-in baselines, installed plugins and users' own files.
+
+* built-ins are listed in ``BASELINES`` (name -> ``module:Class``), imported on use;
+* other packages register adapters under the entry-point group
+  ``facebench.adapters`` (``name = "package.module:Class"``);
+* a user's own adapter is named ``path/to/file.py:Class`` or ``module:Class``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from facebench.adapter import Adapter
+
+ENTRY_POINT_GROUP = "facebench.adapters"
+
+BASELINES: dict[str, str] = {
+    "blazeface-short": "facebench.baselines.blazeface:BlazeFaceShortRange",
+}
+
+
+class RegistryError(LookupError):
+    """A model name or reference cannot be resolved to an adapter class."""
+
+
+def _import_object(reference: str):
+    target, _, attr = reference.rpartition(":")
+    if not target or not attr:
+        raise RegistryError(f"{reference!r} is not of the form module:Class or path/to/file.py:Class")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise RegistryError(f"adapter file {path} does not exist")
+        name = f"facebench_user_{path.stem}_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise RegistryError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise RegistryError(f"cannot import {target}: {exc}") from exc
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise RegistryError(f"{target} has no attribute {attr}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise RegistryError(f"{reference} is not a facebench.adapter.Adapter subclass")
+    return cls
+
+
+def available() -> dict[str, str]:
+    """Every registered model name -> reference (built-ins first, then plugins)."""
+    names = dict(BASELINES)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, ep.value)
+    return names
+
+
+def resolve(name_or_reference: str) -> type[Adapter]:
+    """An adapter class from a registered name, ``module:Class`` or ``file.py:Class``."""
+    registered = available()
+    if name_or_reference in registered:
+        return _import_object(registered[name_or_reference])
+    if ":" in name_or_reference:
+        return _import_object(name_or_reference)
+    raise RegistryError(f"unknown model {name_or_reference!r}; registered: {', '.join(registered)}")

@@ -1,0 +1,116 @@
+"""Thin wrappers that give TFLite and ONNX Runtime one call shape.
+
+``session.run({name: batch})`` takes and returns dicts of arrays whose first
+axis is the batch. TFLite models are usually exported with batch 1: the
+wrapper resizes the input tensors to the batch when the graph allows it and
+otherwise runs the batch one item at a time, so adapters never care.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+RUNTIMES = ("tflite", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+class TFLiteSession:
+    runtime = "tflite"
+
+    def __init__(self, path: Path, threads: int = 1,
+                 register_custom_ops: Callable | None = None, use_xnnpack: bool = True):
+        import tflite_runtime
+        from tflite_runtime import interpreter as tfl
+
+        self.version = tflite_runtime.__version__
+        kwargs = {"model_path": str(path), "num_threads": threads}
+        if not use_xnnpack:
+            kwargs["experimental_op_resolver_type"] = tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if register_custom_ops is not None:
+            self._interp = tfl.InterpreterWithCustomOps(custom_op_registerers=[register_custom_ops], **kwargs)
+        else:
+            self._interp = tfl.Interpreter(**kwargs)
+        self._interp.allocate_tensors()
+        self.inputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]))
+                       for d in self._interp.get_input_details()]
+        self.outputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]))
+                        for d in self._interp.get_output_details()]
+        self._batch = self.inputs[0].shape[0] if self.inputs[0].shape else 1
+        self._resizable = True
+
+    def _resize(self, batch: int) -> bool:
+        if batch == self._batch:
+            return True
+        if not self._resizable:
+            return False
+        try:
+            for d in self._interp.get_input_details():
+                self._interp.resize_tensor_input(d["index"], [batch, *d["shape"][1:]], strict=False)
+            self._interp.allocate_tensors()
+            self._batch = batch
+            return True
+        except (RuntimeError, ValueError):
+            self._resizable = False
+            for d in self._interp.get_input_details():
+                self._interp.resize_tensor_input(d["index"], [1, *d["shape"][1:]], strict=False)
+            self._interp.allocate_tensors()
+            self._batch = 1
+            return False
+
+    def _invoke(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for d in self._interp.get_input_details():
+            self._interp.set_tensor(d["index"], np.ascontiguousarray(inputs[d["name"]], dtype=d["dtype"]))
+        self._interp.invoke()
+        return {d["name"]: self._interp.get_tensor(d["index"]) for d in self._interp.get_output_details()}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = len(next(iter(inputs.values())))
+        if self._resize(batch):
+            return self._invoke(inputs)
+        parts = [self._invoke({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(batch)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class OnnxSession:
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 1):
+        import onnxruntime as ort
+
+        self.version = ort.__version__
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        type_map = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+                    "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
+        self.inputs = [TensorSpec(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape),
+                                  np.dtype(type_map.get(i.type, np.float32))) for i in self._session.get_inputs()]
+        self.outputs = [TensorSpec(o.name, tuple(d if isinstance(d, int) else -1 for d in o.shape),
+                                   np.dtype(type_map.get(o.type, np.float32))) for o in self._session.get_outputs()]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {spec.name: np.ascontiguousarray(inputs[spec.name], dtype=spec.dtype) for spec in self.inputs}
+        names = [o.name for o in self.outputs]
+        return dict(zip(names, self._session.run(names, feed)))
+
+
+def open_session(path: str | Path, runtime: str | None = None, threads: int = 1, **kwargs):
+    """Open a model file with the runtime named, or the one its suffix implies."""
+    path = Path(path)
+    runtime = runtime or {".tflite": "tflite", ".onnx": "onnxruntime"}.get(path.suffix)
+    if runtime == "tflite":
+        return TFLiteSession(path, threads=threads, **kwargs)
+    if runtime == "onnxruntime":
+        return OnnxSession(path, threads=threads)
+    raise ValueError(f"no runtime for {path.name}: choose one of {RUNTIMES}")

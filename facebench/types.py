@@ -1,0 +1,178 @@
+"""Core value types shared by datasets, adapters, the harness and the metrics.
+
+Coordinate convention (every adapter, loader and metric holds to it):
+
+* positions are in pixels of the original image, x to the right, y down;
+* the centre of the top-left pixel is (0, 0), so an image of width W spans
+  x in [-0.5, W - 0.5] and pixel (row r, column c) has its centre at (c, r);
+* a box is (x0, y0, x1, y1) in those coordinates; its width is x1 - x0
+  (no "+1": areas are continuous, so IoU is scale-invariant).
+
+Formats that count from 1 (iBUG ``.pts``, MATLAB) subtract 1 when read;
+models that emit normalised [0, 1] coordinates over the image extent map them
+with ``x = u * W - 0.5``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from facebench.schemes import scheme_size
+
+TASKS = ("detector", "landmarks")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box (x0, y0, x1, y1) in image pixels."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2)
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.x0, self.y0, self.x1, self.y1], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, values) -> "Box":
+        x0, y0, x1, y1 = (float(v) for v in values)
+        return cls(x0, y0, x1, y1)
+
+    @classmethod
+    def around(cls, points: np.ndarray) -> "Box":
+        """The tight box around a set of (x, y) points."""
+        pts = np.asarray(points, dtype=np.float64)[:, :2]
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        return cls(float(x0), float(y0), float(x1), float(y1))
+
+
+@dataclass(frozen=True, eq=False)
+class Landmarks:
+    """Points of a named landmark scheme, shape (N, 2) or (N, 3) with depth."""
+
+    points: np.ndarray
+    scheme: str
+
+    def __post_init__(self):
+        pts = np.asarray(self.points, dtype=np.float64)
+        expected = scheme_size(self.scheme)
+        if pts.ndim != 2 or pts.shape[1] not in (2, 3) or pts.shape[0] != expected:
+            raise ValueError(
+                f"scheme {self.scheme!r} has {expected} points of (x, y[, z]); got shape {pts.shape}"
+            )
+        object.__setattr__(self, "points", pts)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One annotated face: its box and, where annotated, its landmarks."""
+
+    box: Box
+    landmarks: Landmarks | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset with its annotations; the image is read on demand.
+
+    ``image`` is a callable returning an RGB ``uint8`` array of shape (H, W, 3);
+    ``image_key`` identifies the image content for dataset fingerprints.
+    ``ignore`` boxes are faces (or crowds) that count neither way in detection.
+    """
+
+    id: str
+    image: Callable[[], np.ndarray]
+    faces: tuple[Face, ...] = ()
+    ignore: tuple[Box, ...] = ()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    image_key: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """A detected face: box, confidence and optional keypoints (K, 2)."""
+
+    box: Box
+    score: float
+    keypoints: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What an early-exit model knows after one stage of its cascade."""
+
+    landmarks: Landmarks
+    estimated_error: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """An adapter's answer for one sample (detector) or one face (landmarks)."""
+
+    detections: tuple[Detection, ...] | None = None
+    landmarks: Landmarks | None = None
+    stages: tuple[StageOutput, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is and costs, independent of any run.
+
+    ``macs`` maps stage name to multiply-accumulates for one forward pass of
+    that stage (one stage for single-shot models); ``artifacts`` maps a format
+    (``tflite``, ``onnx``) to an asset name or a file path.
+    """
+
+    name: str
+    task: str
+    scheme: str
+    input_shape: tuple[int, ...]
+    input_range: tuple[float, float]
+    macs: Mapping[str, int]
+    artifacts: Mapping[str, str]
+    description: str = ""
+    source: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"model {self.name!r}: task must be one of {TASKS}, not {self.task!r}")
+        scheme_size(self.scheme)
+        if not self.macs or any(int(v) <= 0 for v in self.macs.values()):
+            raise ValueError(f"model {self.name!r}: macs must give a positive count per stage")
+        if not self.artifacts:
+            raise ValueError(f"model {self.name!r}: a card names at least one artifact")
+
+    @property
+    def total_macs(self) -> int:
+        return int(sum(self.macs.values()))
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "scheme": self.scheme,
+            "input_shape": list(self.input_shape),
+            "input_range": list(self.input_range),
+            "macs": {k: int(v) for k, v in self.macs.items()},
+            "artifacts": dict(self.artifacts),
+            "description": self.description,
+            "source": self.source,
+            "options": dict(self.options),
+        }

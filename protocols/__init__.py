@@ -1,0 +1,1 @@
+"""Protocol files shipped with facebench (one TOML file each); read by facebench.protocol."""
