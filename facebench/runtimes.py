@@ -57,8 +57,11 @@ class TFLiteSession:
             for d in self._interp.get_input_details():
                 self._interp.resize_tensor_input(d["index"], [batch, *d["shape"][1:]], strict=False)
             self._interp.allocate_tensors()
-            self._batch = batch
-            return True
+            # a graph with batch-1 reshapes inside accepts the resize but mixes items: check
+            if all(d["shape"][0] == batch for d in self._interp.get_output_details()):
+                self._batch = batch
+                return True
+            raise ValueError("outputs did not follow the batch size")
         except (RuntimeError, ValueError):
             self._resizable = False
             for d in self._interp.get_input_details():

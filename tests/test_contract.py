@@ -1,0 +1,64 @@
+"""The adapter contract, checked on every registered adapter with a real photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facebench import registry
+from facebench.adapter import check_prediction
+from facebench.assets import ASSETS, asset_path
+from facebench.harness import items_for
+from facebench.macs import count_tflite_macs
+from facebench.schemes import scheme_size
+from facebench.types import TASKS, Prediction
+
+NAMES = sorted(registry.available())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_card_is_complete(name):
+    card = registry.resolve(name).card
+    assert card.name == name
+    assert card.task in TASKS
+    assert scheme_size(card.scheme) > 0
+    assert len(card.input_shape) == 4 and card.input_shape[0] == 1
+    assert card.input_range[0] < card.input_range[1]
+    assert card.macs and all(v > 0 for v in card.macs.values())
+    assert card.artifacts and set(card.artifacts) <= {"tflite", "onnx"}
+    assert card.description and card.source
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_card_macs_match_the_graph(name, pulled_assets):
+    card = registry.resolve(name).card
+    artifact = card.artifacts.get("tflite")
+    if artifact is None or artifact not in ASSETS:
+        pytest.skip("no pulled .tflite artifact to count")
+    assert count_tflite_macs(asset_path(artifact)) == card.total_macs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prediction_on_a_real_photo(name, mini_samples):
+    adapter_cls = registry.resolve(name)
+    adapter = adapter_cls()
+    info = adapter.load(threads=1)
+    assert info["runtime"] and info["version"]
+    item = items_for(adapter.card.task, mini_samples[:1])[0]
+    inputs, context = adapter.preprocess(item.sample, item.face_box)
+    for value in inputs.values():
+        assert value.shape == tuple(adapter.card.input_shape[1:])
+        lo, hi = adapter.card.input_range
+        assert lo - 1e-6 <= value.min() and value.max() <= hi + 1e-6
+    outputs = adapter.forward({k: v[None] for k, v in inputs.items()})
+    prediction = adapter.postprocess({k: v[0] for k, v in outputs.items()}, context)
+    assert isinstance(prediction, Prediction)
+    check_prediction(prediction, adapter.card)
+    if adapter.card.task == "detector":
+        assert prediction.detections, "the detector found nothing on a one-face photo"
+        n_kp = scheme_size(adapter.card.scheme)
+        for det in prediction.detections:
+            assert det.keypoints.shape == (n_kp, 2) and np.all(np.isfinite(det.keypoints))
+    else:
+        assert prediction.landmarks.scheme == adapter.card.scheme
+        assert prediction.landmarks.points.shape[0] == scheme_size(adapter.card.scheme)
