@@ -141,6 +141,10 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
                     result = evaluate(adapter_cls, protocol, db, root=root, force=force, runtime=runtime,
                                       threads=threads, batch_size=batch_size, workers=workers,
                                       progress=not no_progress)
+                except KeyboardInterrupt:
+                    click.echo(f"\ninterrupted: the finished items of {adapter_cls.card.name} on {protocol.id} "
+                               f"are stored in {db.path}; run the same command again to resume", err=True)
+                    sys.exit(130)
                 except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
                     click.echo(f"error: {adapter_cls.card.name} on {protocol.id}: {type(exc).__name__}: {exc}",
                                err=True)

@@ -1,0 +1,53 @@
+"""TFLite and ONNX Runtime behind one call shape, batched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facebench.assets import asset_path
+from facebench.runtimes import open_session
+
+
+@pytest.fixture
+def onnx_model(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Relu", ["mm"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, path)
+    return path, weights
+
+
+def test_onnx_session_runs_a_batch(onnx_model):
+    path, weights = onnx_model
+    session = open_session(path, threads=1)
+    assert session.runtime == "onnxruntime" and session.version
+    assert [(s.name, s.shape) for s in session.inputs] == [("x", (-1, 3))]
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    out = session.run({"x": x})
+    assert list(out) == ["y"] and np.allclose(out["y"], np.maximum(x @ weights, 0), atol=1e-6)
+
+
+def test_tflite_session_batches_a_batch_one_graph(pulled_assets):
+    session = open_session(asset_path("face_detection_short_range.tflite"), threads=1)
+    assert session.runtime == "tflite" and session.version == "2.14.0"
+    x = np.random.default_rng(2).uniform(-1, 1, size=(3, 128, 128, 3)).astype(np.float32)
+    batched = session.run({"input": x})
+    assert {k: v.shape for k, v in batched.items()} == {"regressors": (3, 896, 16), "classificators": (3, 896, 1)}
+    for i in range(3):
+        single = session.run({"input": x[i:i + 1]})
+        assert all(np.allclose(single[k][0], batched[k][i], atol=1e-5) for k in single)
+
+
+def test_unknown_model_format_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no runtime for model.pt"):
+        open_session(tmp_path / "model.pt")
