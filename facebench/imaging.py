@@ -69,10 +69,8 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int]
     outside the image take ``fill`` (the image is treated as zero-padded).
     """
     out_h, out_w = out_size
-    img = image.astype(np.float32, copy=False)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    h, w, c = img.shape
+    img = image if image.ndim == 3 else image[:, :, None]
+    h, w = img.shape[:2]
     us, vs = np.meshgrid(np.arange(out_w, dtype=np.float64), np.arange(out_h, dtype=np.float64))
     xs = matrix[0, 0] * us + matrix[0, 1] * vs + matrix[0, 2]
     ys = matrix[1, 0] * us + matrix[1, 1] * vs + matrix[1, 2]
@@ -81,13 +79,12 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int]
     fx = (xs - x0).astype(np.float32)[..., None]
     fy = (ys - y0).astype(np.float32)[..., None]
 
-    padded = np.full((h + 2, w + 2, c), fill, dtype=np.float32)
-    padded[1:-1, 1:-1] = img
-    # index into the padded image: pixel i sits at i+1; clamp far-outside samples to the border of fill
-    xi0 = np.clip(x0 + 1, 0, w + 1)
-    xi1 = np.clip(x0 + 2, 0, w + 1)
-    yi0 = np.clip(y0 + 1, 0, h + 1)
-    yi1 = np.clip(y0 + 2, 0, h + 1)
-    top = padded[yi0, xi0] * (1 - fx) + padded[yi0, xi1] * fx
-    bottom = padded[yi1, xi0] * (1 - fx) + padded[yi1, xi1] * fx
+    # gather the four taps straight from the image; taps outside it read ``fill``
+    def tap(yy, xx):
+        inside = ((xx >= 0) & (xx < w) & (yy >= 0) & (yy < h))[..., None]
+        values = img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)].astype(np.float32)
+        return np.where(inside, values, np.float32(fill))
+
+    top = tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx
+    bottom = tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx
     return top * (1 - fy) + bottom * fy
