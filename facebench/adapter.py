@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from facebench.schemes import scheme_size
 from facebench.types import Box, ModelCard, Prediction, Sample
 
 
@@ -62,8 +63,11 @@ def check_prediction(prediction: Any, card: ModelCard) -> None:
                 raise ValueError(f"detection with non-finite box or score: {values}")
             if det.keypoints is not None:
                 kp = np.asarray(det.keypoints)
-                if kp.shape != (int(card.options.get("num_keypoints", kp.shape[0])), 2) or not np.all(np.isfinite(kp)):
-                    raise ValueError(f"detection keypoints of shape {kp.shape} or not finite")
+                expected = (scheme_size(card.scheme), 2)
+                if kp.shape != expected:
+                    raise ValueError(f"detection keypoints of shape {kp.shape}; scheme {card.scheme} needs {expected}")
+                if not np.all(np.isfinite(kp)):
+                    raise ValueError("detection keypoints contain NaN or infinity")
     else:
         lm = prediction.landmarks
         if lm is None:

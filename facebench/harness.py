@@ -76,7 +76,8 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
         timing.postprocess_s = time.perf_counter() - start
         return timing
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facebench") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="facebench")
+    try:
         pending: deque[tuple[Item, Future]] = deque()
         queue = iter(items)
 
@@ -107,6 +108,9 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
                 done += [f.result() for _, f in in_flight]
                 in_flight = []
             _finish(done, results, on_batch, progress)
+    finally:
+        # on Ctrl-C or an error, drop the look-ahead instead of finishing it
+        pool.shutdown(wait=True, cancel_futures=True)
     return [results[item.key] for item in items if item.key in results]
 
 

@@ -97,3 +97,59 @@ def test_non_editable_install_ships_baselines_and_protocols(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import facebench.baselines as b; print(b.__file__)"],
                            capture_output=True, text=True, cwd=elsewhere, env=env)
     assert where.stdout.strip().startswith(str(target))
+
+
+SLOW_ADAPTER = '''
+import os, time
+from facebench.baselines.blazeface import BlazeFaceShortRange
+
+
+class Slow(BlazeFaceShortRange):
+    def preprocess(self, sample, face_box=None):
+        with open(os.environ["FB_CALLS"], "a") as log:
+            log.write(sample.id + "\\n")
+        return super().preprocess(sample, face_box)
+
+    def postprocess(self, outputs, context):
+        time.sleep(float(os.environ.get("FB_SLEEP", "0")))
+        return super().postprocess(outputs, context)
+'''
+
+
+def test_killed_run_leaves_a_readable_store_and_resumes(pulled_assets, tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    adapter = tmp_path / "slow_adapter.py"
+    adapter.write_text(SLOW_ADAPTER)
+    store, calls = tmp_path / "s.sqlite", tmp_path / "calls.txt"
+    cmd = [sys.executable, "-m", "facebench.cli", "run", "--model", f"{adapter}:Slow", "--store", str(store),
+           "--out", str(tmp_path / "r"), "--batch-size", "1", "--workers", "1", "--no-progress"]
+    env = {**os.environ, "FB_CALLS": str(calls), "FB_SLEEP": "1.0"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stored = 0
+    try:
+        for _ in range(600):  # wait (at most ~60 s) for the first stored item, then kill -9
+            time.sleep(0.1)
+            if store.exists():
+                with sqlite3.connect(store) as db:
+                    try:
+                        stored = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        stored = 0
+            if stored:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert 1 <= stored < 4
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT status FROM runs").fetchone()[0] == "running"
+        stored = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    calls.write_text("")
+    rerun = subprocess.run(cmd, env={**env, "FB_SLEEP": "0"}, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(calls.read_text().split()) == 4 - stored
+    assert "| blazeface-short | 0.7500" in rerun.stdout  # Slow keeps BlazeFace's card

@@ -40,6 +40,20 @@ class NaNOnLenna(BlazeFaceShortRange):
         return prediction
 
 
+class FiveKeypointsOnEinstein(BlazeFaceShortRange):
+    """Returns keypoints of the wrong shape for the grayscale photo (same detections otherwise)."""
+
+    def preprocess(self, sample, face_box=None):
+        inputs, ctx = super().preprocess(sample, face_box)
+        return inputs, (ctx, sample.id)
+
+    def postprocess(self, outputs, context):
+        matrix, sample_id = context
+        if sample_id == "einstein":
+            return Prediction(detections=(Detection(Box(0, 0, 10, 10), 0.9, np.zeros((5, 2))),))
+        return super().postprocess(outputs, matrix)
+
+
 class ForwardFailsOnTakeo(BlazeFaceShortRange):
     """forward breaks on any batch holding takeo's tensor (marked by preprocess)."""
 
@@ -85,6 +99,7 @@ def test_failure_on_one_sample_of_four_keeps_the_other_three(mini_samples, proto
 
 @pytest.mark.parametrize("adapter_cls,bad,message", [
     (NaNOnLenna, "lenna", "postprocess: ValueError: detection with non-finite"),
+    (FiveKeypointsOnEinstein, "einstein", "postprocess: ValueError: detection keypoints of shape (5, 2)"),
     (ForwardFailsOnTakeo, "takeo", "forward: RuntimeError: delegate rejected the input"),
 ])
 def test_bad_outputs_and_forward_errors_are_isolated(adapter_cls, bad, message, mini_samples):
