@@ -127,11 +127,13 @@ def test_killed_run_leaves_a_readable_store_and_resumes(pulled_assets, tmp_path)
     cmd = [sys.executable, "-m", "facebench.cli", "run", "--model", f"{adapter}:Slow", "--store", str(store),
            "--out", str(tmp_path / "r"), "--batch-size", "1", "--workers", "1", "--no-progress"]
     env = {**os.environ, "FB_CALLS": str(calls), "FB_SLEEP": "1.0"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # run outside the checkout: `python -m` puts the working directory first on sys.path
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     stored = 0
     try:
         for _ in range(600):  # wait (at most ~60 s) for the first stored item, then kill -9
             time.sleep(0.1)
+            assert proc.poll() is None, proc.stderr.read().decode()
             if store.exists():
                 with sqlite3.connect(store) as db:
                     try:
@@ -149,7 +151,7 @@ def test_killed_run_leaves_a_readable_store_and_resumes(pulled_assets, tmp_path)
         stored = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
     calls.write_text("")
-    rerun = subprocess.run(cmd, env={**env, "FB_SLEEP": "0"}, capture_output=True, text=True)
+    rerun = subprocess.run(cmd, env={**env, "FB_SLEEP": "0"}, capture_output=True, text=True, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert len(calls.read_text().split()) == 4 - stored
     assert "| blazeface-short | 0.7500" in rerun.stdout  # Slow keeps BlazeFace's card
