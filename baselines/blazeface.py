@@ -25,6 +25,7 @@ from facebench.assets import asset_path
 from facebench.metrics.detection import box_iou
 from facebench.imaging import apply_affine, letterbox_matrix, warp_affine
 from facebench.runtimes import open_session
+from facebench.schemes import scheme_size
 from facebench.types import Box, Detection, ModelCard, Prediction, Sample
 
 
@@ -87,8 +88,7 @@ class BlazeFaceShortRange(Adapter):
         artifacts={"tflite": "face_detection_short_range.tflite"},
         description="BlazeFace front-camera (short range) detector, MediaPipe release; 896 anchors, 6 keypoints",
         source="mediapipe==0.10.21 wheel, Apache-2.0",
-        options={"anchors": 896, "num_keypoints": 6, "score_threshold": 0.5, "iou_threshold": 0.3,
-                 "tie_resolution": "blend"},
+        options={"score_threshold": 0.5, "iou_threshold": 0.3, "tie_resolution": "blend"},
     )
     grid = SHORT_RANGE
 
@@ -128,7 +128,7 @@ class BlazeFaceShortRange(Adapter):
         centre = raw[:, 0:2] / size + anchors
         half = raw[:, 2:4] / size / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
-        n_kp = self.card.options["num_keypoints"]
+        n_kp = scheme_size(self.card.scheme)
         keypoints = raw[:, 4:4 + 2 * n_kp].reshape(-1, n_kp, 2) / size + anchors[:, None, :]
 
         boxes, keypoints, scores = resolve_overlaps(

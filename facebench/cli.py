@@ -26,7 +26,7 @@ def main():
 def models(as_json):
     """List registered models with their cards."""
     cards, errors = [], []
-    for name, reference in registry.available().items():
+    for name in registry.available():
         try:
             cards.append(registry.resolve(name).card)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others

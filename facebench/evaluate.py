@@ -71,8 +71,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
 
     existing = store.get_run(key)
     if existing and existing.status == "complete" and not force:
-        failures = [(r.key, r.error) for r in store.items(key) if r.error]
-        return Evaluation(existing, True, failures)
+        return Evaluation(existing, True, store.failures(key))
     if existing and force:
         store.delete_run(key)
 
@@ -81,7 +80,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     store.start_run(key, card.name, protocol.id, protocol.content_hash, fp, runtime, card.to_dict(),
                     environment(runtime_info))
     items = items_for(card.task, samples)
-    done = {r.key for r in store.items(key)}
+    done = store.item_keys(key)
     todo = [item for item in items if item.key not in done]
 
     bar = _progress_bar(len(items), len(done), f"{card.name} on {protocol.id}", progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -27,19 +27,12 @@ class TensorSpec:
 class TFLiteSession:
     runtime = "tflite"
 
-    def __init__(self, path: Path, threads: int = 1,
-                 register_custom_ops: Callable | None = None, use_xnnpack: bool = True):
+    def __init__(self, path: Path, threads: int = 1):
         import tflite_runtime
         from tflite_runtime import interpreter as tfl
 
         self.version = tflite_runtime.__version__
-        kwargs = {"model_path": str(path), "num_threads": threads}
-        if not use_xnnpack:
-            kwargs["experimental_op_resolver_type"] = tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        if register_custom_ops is not None:
-            self._interp = tfl.InterpreterWithCustomOps(custom_op_registerers=[register_custom_ops], **kwargs)
-        else:
-            self._interp = tfl.Interpreter(**kwargs)
+        self._interp = tfl.Interpreter(model_path=str(path), num_threads=threads)
         self._interp.allocate_tensors()
         self.inputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]))
                        for d in self._interp.get_input_details()]
@@ -108,12 +101,12 @@ class OnnxSession:
         return dict(zip(names, self._session.run(names, feed)))
 
 
-def open_session(path: str | Path, runtime: str | None = None, threads: int = 1, **kwargs):
+def open_session(path: str | Path, runtime: str | None = None, threads: int = 1):
     """Open a model file with the runtime named, or the one its suffix implies."""
     path = Path(path)
     runtime = runtime or {".tflite": "tflite", ".onnx": "onnxruntime"}.get(path.suffix)
     if runtime == "tflite":
-        return TFLiteSession(path, threads=threads, **kwargs)
+        return TFLiteSession(path, threads=threads)
     if runtime == "onnxruntime":
         return OnnxSession(path, threads=threads)
     raise ValueError(f"no runtime for {path.name}: choose one of {RUNTIMES}")

@@ -132,9 +132,12 @@ class Store:
         return [ItemResult(item, None if pred is None else decode_prediction(json.loads(pred)), error, pre, fwd, post)
                 for item, error, pred, pre, fwd, post in rows]
 
-    def item_metrics(self, key: str) -> dict[str, dict]:
-        rows = self._db.execute("SELECT item, item_metrics FROM items WHERE run_key = ?", (key,))
-        return {item: json.loads(m) for item, m in rows if m}
+    def item_keys(self, key: str) -> set[str]:
+        return {item for (item,) in self._db.execute("SELECT item FROM items WHERE run_key = ?", (key,))}
+
+    def failures(self, key: str) -> list[tuple[str, str]]:
+        rows = self._db.execute("SELECT item, error FROM items WHERE run_key = ? AND error IS NOT NULL", (key,))
+        return [(item, error) for item, error in rows]
 
     def complete_run(self, key: str, metrics: dict, per_item: dict[str, dict], n_items: int, n_failures: int) -> None:
         with self._db:
