@@ -1,0 +1,76 @@
+"""FDDB annotations: ``FDDB-fold-NN-ellipseList.txt`` for the ten folds.
+
+Each entry is an image path line, a face count, and one line per face:
+``major_radius minor_radius angle centre_x centre_y 1``. The same layout, with
+a score in the last column (and rectangles ``left top width height score`` as
+the alternative), is FDDB's detection output format; one parser reads both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facebench.datasets.landmark_files import AnnotationError
+
+
+def read_fddb_list(path: str | Path, columns: tuple[int, ...] = (6,)) -> dict[str, np.ndarray]:
+    """Entries of one FDDB list file: image path -> (n, k) float rows.
+
+    ``columns`` are the row widths allowed (6 for ellipses, 5 for rectangles
+    in detection files); a malformed line raises naming the file and line.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"cannot read {path}: {exc}") from exc
+    out: dict[str, np.ndarray] = {}
+    i = 0
+    while i < len(lines):
+        name = lines[i].strip()
+        if not name:
+            i += 1
+            continue
+        if i + 1 >= len(lines):
+            raise AnnotationError(f"{path}:{i + 1}: image {name!r} has no face count line")
+        try:
+            count = int(lines[i + 1].strip())
+        except ValueError:
+            raise AnnotationError(f"{path}:{i + 2}: expected a face count, got {lines[i + 1].strip()!r}") from None
+        rows = []
+        for k in range(count):
+            lineno = i + 3 + k
+            if lineno > len(lines):
+                raise AnnotationError(f"{path}:{lineno}: image {name!r} ends after {k} of {count} rows")
+            try:
+                row = [float(v) for v in lines[lineno - 1].split()]
+            except ValueError:
+                raise AnnotationError(f"{path}:{lineno}: not numbers: {lines[lineno - 1].strip()!r}") from None
+            if len(row) not in columns or not np.all(np.isfinite(row)):
+                raise AnnotationError(f"{path}:{lineno}: expected {' or '.join(map(str, columns))} finite numbers, "
+                                      f"got {lines[lineno - 1].strip()!r}")
+            rows.append(row)
+        if name in out:
+            raise AnnotationError(f"{path}:{i + 1}: image {name!r} listed twice")
+        width = max(columns) if not rows else len(rows[0])
+        if len({len(r) for r in rows}) > 1:
+            raise AnnotationError(f"{path}:{i + 1}: image {name!r} mixes ellipses and rectangles")
+        out[name] = np.array(rows, dtype=np.float64).reshape(-1, width)
+        i += 2 + count
+    return out
+
+
+def read_fddb_folds(folder: str | Path) -> dict[str, np.ndarray]:
+    """All ten folds' ellipses, image path -> (n, 5) (a, b, theta, cx, cy), fold order kept."""
+    folder = Path(folder)
+    files = [folder / f"FDDB-fold-{k:02d}-ellipseList.txt" for k in range(1, 11)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise AnnotationError(f"{folder}: missing {', '.join(missing)}")
+    out: dict[str, np.ndarray] = {}
+    for f in files:
+        for name, rows in read_fddb_list(f, (6,)).items():
+            out[name] = rows[:, :5]
+    return out

@@ -1,0 +1,46 @@
+"""Protocol scorers on the embedded photos, with predictions made from the ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from facebench.protocol import get_protocol
+from facebench.scoring import score
+from facebench.types import Detection, Landmarks, Prediction
+
+
+def _with_options(protocol_id, **options):
+    p = get_protocol(protocol_id)
+    return dataclasses.replace(p, options={**p.options, **options})
+
+
+def test_nme_scorer_counts_a_failed_face_as_failure(mini_samples):
+    predictions = {}
+    for sample in mini_samples:
+        pts = sample.faces[0].landmarks.points.copy()
+        pts[:, 0] += 0.05 * np.linalg.norm(pts[36] - pts[45])
+        predictions[f"{sample.id}#0"] = Prediction(landmarks=Landmarks(pts, "ibug68"))
+    predictions["lenna#0"] = None  # the adapter failed on this face
+    metrics, per_item = score(get_protocol("mini-nme"), mini_samples, predictions)
+    assert metrics["nme"] == pytest.approx(0.05) and metrics["faces"] == 4
+    assert metrics["fr"] == 0.25 and per_item["lenna#0"] == {"nme": None, "failed": True}
+
+
+def test_ap_scorer_min_face_fraction_ignores_small_faces(mini_samples):
+    # detect every face exactly except the smallest (einstein's, about 1% of the photo)
+    fractions = {s.id: s.faces[0].box.width * s.faces[0].box.height / np.prod(s.image().shape[:2]) for s in mini_samples}
+    smallest = min(fractions, key=fractions.get)
+    predictions = {s.id: Prediction(detections=() if s.id == smallest else (Detection(s.faces[0].box, 0.9),))
+                   for s in mini_samples}
+    plain, _ = score(get_protocol("mini-ap50"), mini_samples, predictions)
+    assert plain["recall"] == 0.75 and plain["faces"] == 4
+    cut = sorted(fractions.values())[1] * 0.99  # above the smallest face, below the others
+    filtered, _ = score(_with_options("mini-ap50", min_face_fraction=cut), mini_samples, predictions)
+    assert filtered["recall"] == 1.0 and filtered["ap50"] == 1.0 and filtered["faces"] == 3
+    for method in ("voc07", "coco101"):
+        m, _ = score(_with_options("mini-ap50", ap_method=method, rule="coco"), mini_samples, predictions)
+        # recall 3/4: COCO samples precision 1 at recall 0, .01, …, .75 (76 of 101); VOC07 at 0, .1, …, .7 (8 of 11)
+        assert m["ap50"] == pytest.approx(76 / 101 if method == "coco101" else 8 / 11, abs=1e-9)
