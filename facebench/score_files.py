@@ -32,11 +32,13 @@ def score_wider(gt_dir: str | Path, pred_dir: str | Path) -> dict:
     """Easy / medium / hard AP of a WIDER submission folder (official procedure)."""
     gt = read_wider_eval_gt(gt_dir)
     preds = read_wider_predictions(pred_dir)
-    by_stem = {k.split("/", 1)[1]: k for k in gt.keys}
+    # "event/image" as written; else the image name alone (WIDER image names are unique)
+    known = set(gt.keys)
+    by_image = {k.split("/", 1)[1]: k for k in gt.keys}
     matched: dict[str, np.ndarray] = {}
     unknown = []
     for key, rows in preds.items():
-        target = key if key in by_stem.values() else by_stem.get(key.split("/", 1)[1])
+        target = key if key in known else by_image.get(key.split("/", 1)[1])
         if target is None:
             unknown.append(key)
         else:
