@@ -64,7 +64,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     card = adapter_cls.card
     if card.task != protocol.task:
         raise ValueError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
-    samples = list(samples) if samples is not None else load_dataset(protocol.dataset, root)
+    samples = list(samples) if samples is not None else load_dataset(protocol.dataset, root, protocol.split)
     fp = fingerprint(samples)
     runtime = runtime or default_runtime(adapter_cls)
     key = run_key(card.to_dict(), runtime, protocol.content_hash, fp)

@@ -32,6 +32,7 @@ class Protocol:
     metric: str
     columns: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
     content_hash: str = ""
     source: str = ""
 
@@ -48,6 +49,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
     return Protocol(
         id=data["id"], title=data["title"], dataset=data["dataset"], task=data["task"],
         metric=data["metric"], columns=tuple(data.get("columns", ())), options=dict(data.get("options", {})),
+        split=data.get("split"),
         content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], source=source,
     )
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from facebench.datasets.landmark_files import AnnotationError
+from facebench.imaging import ImageFile
+from facebench.types import Box, Face, Sample
 
 
 def read_fddb_list(path: str | Path, columns: tuple[int, ...] = (6,)) -> dict[str, np.ndarray]:
@@ -74,3 +76,29 @@ def read_fddb_folds(folder: str | Path) -> dict[str, np.ndarray]:
         for name, rows in read_fddb_list(f, (6,)).items():
             out[name] = rows[:, :5]
     return out
+
+
+def load(root: Path) -> list[Sample]:
+    """All ten folds as samples; images at ``<root>/originalPics/<name>.jpg``.
+
+    The folds are looked for in ``<root>/FDDB-folds/`` and then in ``root``.
+    Each face's box is its ellipse's exact bounding box
+    (:func:`facebench.metrics.fddb.ellipse_to_box`); the ellipse itself is in
+    ``attributes["ellipses"]`` and the fold number in ``attributes["fold"]``.
+    """
+    from facebench.metrics.fddb import ellipse_to_box
+
+    root = Path(root)
+    folds = root / "FDDB-folds" if (root / "FDDB-folds").is_dir() else root
+    samples = []
+    for k in range(1, 11):
+        path = folds / f"FDDB-fold-{k:02d}-ellipseList.txt"
+        if not path.is_file():
+            raise AnnotationError(f"{folds}: missing {path.name}")
+        for name, rows in read_fddb_list(path, (6,)).items():
+            ellipses = rows[:, :5]
+            samples.append(Sample(
+                id=name, image=ImageFile(root / "originalPics" / f"{name}.jpg"),
+                faces=tuple(Face(Box.from_array(b)) for b in ellipse_to_box(ellipses)),
+                attributes={"fold": k, "ellipses": ellipses}, image_key=f"fddb:{name}"))
+    return samples

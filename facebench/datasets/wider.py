@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from facebench.datasets.landmark_files import AnnotationError
+from facebench.imaging import ImageFile
 from facebench.metrics.wider import SETTINGS
+from facebench.types import Box, Face, Sample
 
 
 @dataclass(frozen=True)
@@ -86,3 +88,74 @@ def _load(loadmat, path: Path, needed: tuple[str, ...]) -> dict:
     if missing:
         raise AnnotationError(f"{path}: lacks {', '.join(missing)}")
     return data
+
+
+def read_wider_txt(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The release's ``wider_face_<split>_bbx_gt.txt``: image path -> ((n, 4) x, y, w, h, (n,) invalid).
+
+    Each entry: the image path, the face count, then one line per face
+    ``x y w h blur expression illumination invalid occlusion pose``; an image
+    with no face has a count of 0 followed by one line of zeros.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"cannot read {path}: {exc}") from exc
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    i = 0
+    while i < len(lines):
+        name = lines[i].strip()
+        if not name:
+            i += 1
+            continue
+        try:
+            count = int(lines[i + 1])
+        except (IndexError, ValueError):
+            raise AnnotationError(f"{path}:{i + 2}: expected the face count of {name}") from None
+        rows = []
+        for k in range(max(count, 1)):
+            lineno = i + 3 + k
+            try:
+                values = [int(v) for v in lines[lineno - 1].split()]
+            except (IndexError, ValueError):
+                raise AnnotationError(f"{path}:{lineno}: expected 10 integers for a face of {name}") from None
+            if len(values) != 10:
+                raise AnnotationError(f"{path}:{lineno}: expected 10 integers, got {len(values)}")
+            rows.append(values)
+        table = np.array(rows[:count], dtype=np.float64).reshape(-1, 10)
+        out[name] = (table[:, :4], table[:, 7].astype(bool))
+        i += 2 + max(count, 1)
+    return out
+
+
+def load(root: Path, split: str = "val", setting: str = "hard") -> list[Sample]:
+    """Samples of one split. Faces that do not count in ``setting`` (or are
+    marked invalid, without the eval tool's lists) become ignore regions.
+
+    ``root`` holds the release (``wider_face_split/wider_face_<split>_bbx_gt.txt``
+    and ``WIDER_<split>/images/``) or just the eval tool's ``.mat`` files. Boxes
+    are used as given: (x, y) to (x + w, y + h).
+    """
+    root = Path(root)
+    if setting not in SETTINGS:
+        raise ValueError(f"WIDER FACE setting {setting!r}; known: {', '.join(SETTINGS)}")
+    images = root / f"WIDER_{split}" / "images"
+    if (root / f"wider_face_{split}.mat").is_file():
+        gt = read_wider_eval_gt(root, split)
+        entries = [(f"{k}.jpg", b, np.isin(np.arange(len(b)), kept), {"setting": setting})
+                   for k, b, kept in zip(gt.keys, gt.boxes, gt.kept[setting])]
+    else:
+        txt = root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+        if not txt.is_file():
+            raise AnnotationError(f"{root}: neither wider_face_{split}.mat nor {txt.relative_to(root)} found")
+        entries = [(name, boxes, ~invalid, {}) for name, (boxes, invalid) in read_wider_txt(txt).items()]
+    samples = []
+    for name, boxes, counts, attrs in entries:
+        corners = np.c_[boxes[:, :2], boxes[:, :2] + boxes[:, 2:4]]
+        samples.append(Sample(
+            id=name.rsplit(".", 1)[0], image=ImageFile(images / name),
+            faces=tuple(Face(Box.from_array(b)) for b in corners[counts]),
+            ignore=tuple(Box.from_array(b) for b in corners[~counts]),
+            attributes={"event": name.split("/", 1)[0], **attrs}, image_key=f"wider:{name}"))
+    return samples

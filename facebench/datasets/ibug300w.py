@@ -1,0 +1,105 @@
+"""300-W: the official folders of ``.pts`` files, or the widely used CSV layout.
+
+Official release (``root`` holds these folders; each image has a ``.pts`` of
+the same stem beside it):
+
+=============  =====================================================  =====
+split          folders                                                faces
+=============  =====================================================  =====
+common         ``helen/testset`` (330) + ``lfpw/testset`` (224)         554
+challenging    ``ibug`` (135)                                           135
+full           common + challenging                                     689
+train          ``afw`` (337) + ``helen/trainset`` (2000) + ``lfpw/trainset`` (811)  3148
+private        ``300W/01_Indoor`` + ``300W/02_Outdoor``                 600
+=============  =====================================================  =====
+
+CSV layout (HRNet / PIPNet): ``face_landmarks_300w_{train,valid,test}.csv``
+with ``image_name,scale,center_w,center_h`` then 68 x, y pairs; ``valid`` is
+the full test set (subsets from the image path), ``test`` the private set.
+Image paths in it are relative to ``root``. The CSV values are taken as the
+``.pts`` values they were converted from (1-based) and shifted like them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facebench.datasets.landmark_files import AnnotationError, read_pts
+from facebench.imaging import ImageFile
+from facebench.types import Box, Face, Landmarks, Sample
+
+FOLDERS = {
+    "common": ("helen/testset", "lfpw/testset"),
+    "challenging": ("ibug",),
+    "train": ("afw", "helen/trainset", "lfpw/trainset"),
+    "private": ("300W/01_Indoor", "300W/02_Outdoor"),
+}
+SPLITS = ("full", "common", "challenging", "train", "private")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def subset_of(relative_path: str) -> str:
+    """The 300W subset an image belongs to, from its path.
+
+    The private set's folder is ``300W/`` in the release and ``Test/`` in the CSV files.
+    """
+    if any(part in ("01_Indoor", "02_Outdoor") for part in relative_path.split("/")[:-1]):
+        return "private"
+    for subset, folders in FOLDERS.items():
+        if any(relative_path.startswith(f + "/") for f in folders):
+            return subset
+    raise AnnotationError(f"{relative_path}: not in any 300W folder ({', '.join(f for v in FOLDERS.values() for f in v)})")
+
+
+def load(root: Path, split: str = "full") -> list[Sample]:
+    """The samples of one split, from the official folders or, failing those, the CSV files."""
+    if split not in SPLITS:
+        raise ValueError(f"300W split {split!r}; known: {', '.join(SPLITS)}")
+    root = Path(root)
+    wanted = ("common", "challenging") if split == "full" else (split,)
+    if any((root / f).is_dir() for s in wanted for f in FOLDERS[s]):
+        return [s for subset in wanted for s in _from_folders(root, subset)]
+    csv_name = {"private": "test", "train": "train"}.get(split, "valid")
+    csv = root / f"face_landmarks_300w_{csv_name}.csv"
+    if not csv.is_file():
+        raise AnnotationError(f"{root}: neither the 300W folders ({', '.join(f for s in wanted for f in FOLDERS[s])}) "
+                              f"nor {csv.name} found")
+    return [s for s in _from_csv(root, csv) if split == "full" or s.attributes["subset"] == split]
+
+
+def _from_folders(root: Path, subset: str) -> list[Sample]:
+    samples = []
+    for folder in FOLDERS[subset]:
+        directory = root / folder
+        if not directory.is_dir():
+            raise AnnotationError(f"{directory}: missing (300W {subset} needs {', '.join(FOLDERS[subset])})")
+        for pts in sorted(directory.glob("*.pts")):
+            image = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES if pts.with_suffix(s).is_file()), None)
+            if image is None:
+                raise AnnotationError(f"{pts}: no image of the same name ({'/'.join(IMAGE_SUFFIXES)})")
+            points = read_pts(pts)
+            if len(points) != 68:
+                raise AnnotationError(f"{pts}: {len(points)} points, 300W has 68")
+            rel = str(image.relative_to(root))
+            samples.append(_sample(rel, image, points, subset))
+    return samples
+
+
+def _from_csv(root: Path, csv: Path) -> list[Sample]:
+    from facebench.prediction_files import PredictionFileError, read_landmarks
+
+    try:
+        names, points = read_landmarks(csv)
+    except PredictionFileError as exc:
+        raise AnnotationError(str(exc)) from None
+    if points.shape[1] != 68:
+        raise AnnotationError(f"{csv}: {points.shape[1]} points per row, 300W has 68")
+    return [_sample(name, root / name, pts - 1.0, subset_of(name)) for name, pts in zip(names, points)]
+
+
+def _sample(rel: str, image: Path, points: np.ndarray, subset: str) -> Sample:
+    return Sample(id=rel.rsplit(".", 1)[0], image=ImageFile(image),
+                  faces=(Face(Box.around(points), Landmarks(points, "ibug68")),),
+                  attributes={"subset": subset}, image_key=f"300w:{rel}")
