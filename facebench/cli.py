@@ -181,10 +181,12 @@ def datasets_list():
 
 @datasets.command("info")
 @click.argument("name")
-@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--root", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The dataset folder as you have it (a file for dlib-xml and coco-keypoints).")
 @click.option("--split", "splits", multiple=True, help="Only these splits (default: all).")
+@click.option("--skip-bad", is_flag=True, help="Skip bad annotation files or lines, count and list them.")
 @click.option("--json", "as_json", is_flag=True)
-def datasets_info(name, root, splits, as_json):
+def datasets_info(name, root, splits, skip_bad, as_json):
     """Image and face counts per split and subset of NAME as found under --root."""
     from facebench.datasets import get_spec, load_dataset, summary
     from facebench.datasets.landmark_files import AnnotationError
@@ -197,8 +199,11 @@ def datasets_info(name, root, splits, as_json):
         raise click.ClickException(f"dataset {name} needs --root pointing at your copy")
     report, failed = {}, 0
     for split in splits or spec.splits:
+        skipped: list[str] | None = [] if skip_bad else None
         try:
-            report[split] = summary(load_dataset(name, root, split))
+            report[split] = summary(load_dataset(name, root, split, skipped))
+            if skipped:
+                report[split]["skipped"] = skipped
         except (AnnotationError, ValueError, OSError) as exc:
             report[split] = {"error": str(exc)}
             failed += 1
@@ -210,7 +215,11 @@ def datasets_info(name, root, splits, as_json):
                 click.echo(f"{split:<14} unavailable: {info['error']}")
                 continue
             click.echo(f"{split:<14} {info['images']:>6} images {info['faces']:>7} faces {info['ignored']:>7} ignored")
-            for key in ("by_subset", "by_fold"):
+            for message in info.get("skipped", []):
+                click.echo(f"  skipped: {message}", err=True)
+            if info.get("skipped"):
+                click.echo(f"  {len(info['skipped'])} bad entries skipped", err=True)
+            for key in ("by_subset", "by_fold", "by_flag"):
                 for value, counts in info.get(key, {}).items():
                     click.echo(f"  {key[3:]} {value:<12} {counts['images']:>6} images {counts['faces']:>7} faces")
             if "by_event" in info:

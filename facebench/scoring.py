@@ -69,7 +69,8 @@ def _image_area(sample: Sample) -> float:
 def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
     """NME per face with CED/FR/AUC; options ``norm`` (default inter-ocular),
     ``threshold`` (default 0.08), ``subset_attribute`` (report per value of
-    that sample attribute, e.g. 300W's common / challenging) and
+    that sample attribute, e.g. 300W's common / challenging), ``subset_flags``
+    (report the faces with each named 0/1 attribute set, e.g. WFLW's six) and
     ``yaw_attribute`` (AFLW2000-3D bins, degrees, with their balanced mean).
     A face whose prediction failed counts as a failure (infinite NME) in FR
     and AUC; NME averages the faces that have a prediction."""
@@ -102,6 +103,10 @@ def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mappin
         values = np.array([str(s.attributes.get(attr, "")) for s in faces_of])
         for name, row in grouped(errors, {v: values == v for v in sorted(set(values))}, threshold).items():
             metrics.update({f"{name}_{k}": v for k, v in row.items()})
+    for flag in opts.get("subset_flags", ()):
+        members = np.array([bool(s.attributes.get(flag)) for s in faces_of])
+        row = grouped(errors, {flag: members}, threshold)[flag]
+        metrics.update({f"{flag}_{k}": v for k, v in row.items()})
     if "yaw_attribute" in opts:
         yaw = np.array([float(s.attributes[opts["yaw_attribute"]]) for s in faces_of])
         metrics.update({f"yaw{k}": v for k, v in balanced_yaw_nme(errors, yaw).items()})

@@ -159,3 +159,127 @@ def test_real_aflw2000_mat_files_match_the_array_rows():
         found.append(matches[0])
         assert rows[matches[0]].attributes["yaw"] == pytest.approx(from_mat[name].attributes["yaw"], abs=1e-4)
     assert found == sorted(found)
+
+
+# --- more formats -------------------------------------------------------------------------------
+
+def test_wflw_lines_flags_and_errors(tmp_path):
+    rng = np.random.default_rng(2)
+    pts = rng.uniform(10, 90, (2, 98, 2))
+    lines = [" ".join(f"{v:.3f}" for v in p.ravel()) + f" 5 6 95 96 {' '.join(flags)} 0--Parade/a.jpg"
+             for p, flags in zip(pts, (["1", "0", "0", "0", "1", "0"], ["0"] * 6))]
+    (tmp_path / "list_98pt_rect_attr_test.txt").write_text("\n".join(lines) + "\n")
+    samples = load_dataset("wflw", tmp_path, "test")
+    assert [s.id for s in samples] == ["0--Parade/a.jpg#1", "0--Parade/a.jpg#2"]  # two faces of one image
+    assert np.allclose(samples[0].faces[0].landmarks.points, pts[0], atol=1e-3)
+    assert samples[0].attributes["pose"] == 1 and samples[0].attributes["occlusion"] == 1
+    assert summary(samples)["by_flag"] == {"pose": {"images": 1, "faces": 1}, "occlusion": {"images": 1, "faces": 1}}
+    (tmp_path / "list_98pt_rect_attr_test.txt").write_text(lines[0] + "\n" + lines[1].rsplit(" ", 2)[0] + "\n")
+    with pytest.raises(AnnotationError, match=r"attr_test.txt:2: expected 207 fields"):
+        load_dataset("wflw", tmp_path, "test")
+
+
+def test_cofw_mat(tmp_path):
+    rng = np.random.default_rng(3)
+    images = np.empty((2, 1), dtype=object)
+    images[0, 0] = rng.integers(0, 255, (40, 50), dtype=np.uint8)  # grey
+    images[1, 0] = rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)
+    phis = np.c_[rng.uniform(2, 19, (2, 58)), rng.integers(0, 2, (2, 29))]
+    savemat(tmp_path / "COFW_test.mat", {"IsT": images, "phisT": phis, "bboxesT": np.array([[1, 2, 10, 12], [3, 3, 5, 5.]])})
+    samples = load_dataset("cofw", tmp_path, "test")
+    assert len(samples) == 2 and samples[0].image().shape == (40, 50, 3) and samples[1].image().shape == (30, 20, 3)
+    assert np.allclose(samples[0].faces[0].landmarks.points[:, 0], phis[0, :29] - 1)
+    assert samples[1].faces[0].box.as_array().tolist() == [2, 2, 7, 7]
+    assert np.array_equal(samples[0].attributes["occluded"], phis[0, 58:].astype(bool))
+
+
+def test_dlib_xml_coco_keypoints_and_menpo_folder(tmp_path):
+    parts = "".join(f"<part name='{i:02d}' x='{10 + i}' y='{20 + i}'/>" for i in range(68))
+    (tmp_path / "faces.xml").write_text(
+        "<?xml version='1.0'?><dataset><images>"
+        f"<image file='a.jpg'><box top='5' left='6' width='40' height='50'>{parts}</box>"
+        "<box top='0' left='0' width='3' height='3' ignore='1'/></image>"
+        "<image file='b.jpg'/></images></dataset>")
+    a, b = load_dataset("dlib-xml", tmp_path / "faces.xml")
+    assert a.faces[0].box.as_array().tolist() == [5.5, 4.5, 45.5, 54.5] and len(a.ignore) == 1
+    assert a.faces[0].landmarks.scheme == "ibug68" and a.faces[0].landmarks.points[67].tolist() == [77, 87]
+    assert b.faces == ()
+    (tmp_path / "bad.xml").write_text("<dataset><images><image file='a.jpg'><box top='x'/></image></images></dataset>")
+    with pytest.raises(AnnotationError, match=r"bad.xml: image a.jpg: malformed box"):
+        load_dataset("dlib-xml", tmp_path / "bad.xml")
+
+    kps = np.c_[np.arange(98) * 1.0, np.arange(98) * 2.0, np.r_[np.full(97, 2), 0]].ravel().tolist()
+    (tmp_path / "kp.json").write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "x.png"}],
+        "annotations": [{"image_id": 7, "bbox": [1, 2, 30, 40], "keypoints": kps, "iscrowd": 0},
+                        {"image_id": 7, "bbox": [50, 50, 10, 10], "iscrowd": 1}]}))
+    (sample,) = load_dataset("coco-keypoints", tmp_path / "kp.json")
+    assert sample.faces[0].landmarks.scheme == "wflw98" and sample.faces[0].box.as_array().tolist() == [1, 2, 31, 42]
+    assert len(sample.ignore) == 1 and not sample.attributes["visible"][0][97] and sample.attributes["visible"][0][0]
+
+    menpo = tmp_path / "menpo"
+    _image(menpo / "p.png")
+    _pts(menpo / "p.pts", np.random.default_rng(4).uniform(0, 40, (68, 2)))
+    _image(menpo / "unannotated.png")
+    (sample,) = load_dataset("menpo", menpo)
+    assert sample.id == "p" and sample.faces[0].landmarks.scheme == "ibug68"
+
+
+# --- round trips on the real files: load -> write in the official format -> load ---------------
+
+@skip_300w
+def test_real_300w_csv_round_trips_through_pts_folders(tmp_path):
+    from facebench.datasets.landmark_files import write_pts
+
+    original = load_dataset("300w", W300, "full")
+    for s in original:
+        write_pts(tmp_path / f"{s.id}.pts", s.faces[0].landmarks.points)
+        _image(tmp_path / f"{s.id}.png", (8, 8))
+    again = {s.id: s for s in load_dataset("300w", tmp_path, "full")}
+    assert len(again) == 689
+    for s in original:
+        assert np.allclose(again[s.id].faces[0].landmarks.points, s.faces[0].landmarks.points, atol=1e-6)
+        assert again[s.id].attributes["subset"] == s.attributes["subset"]
+
+
+@skip_wider
+def test_real_wider_mat_round_trips_through_the_release_txt(tmp_path):
+    from facebench.datasets.wider import read_wider_eval_gt, write_wider_txt
+
+    gt = read_wider_eval_gt(WIDER)
+    write_wider_txt(tmp_path / "wider_face_split" / "wider_face_val_bbx_gt.txt",
+                    {f"{k}.jpg": (b, inv) for k, b, inv in zip(gt.keys, gt.boxes, gt.invalid)})
+    from_txt = wider_ds.load(tmp_path, "val")
+    assert len(from_txt) == 3226 and sum(len(s.faces) + len(s.ignore) for s in from_txt) == 39708
+    assert sum(len(s.ignore) for s in from_txt) == int(sum(i.sum() for i in gt.invalid))  # invalid faces
+    for s, boxes in zip(from_txt[::97], gt.boxes[::97]):
+        both = np.array([f.box.as_array() for f in s.faces] + [b.as_array() for b in s.ignore]).reshape(-1, 4)
+        assert sorted(map(tuple, both)) == sorted(map(tuple, np.c_[boxes[:, :2], boxes[:, :2] + boxes[:, 2:]]))
+
+
+@skip_fddb
+def test_real_fddb_round_trip(tmp_path):
+    from facebench.datasets.fddb import read_fddb_folds, read_fddb_list, write_fddb_list
+
+    folds = read_fddb_folds(FDDB)
+    write_fddb_list(tmp_path / "all.txt", folds)
+    again = read_fddb_list(tmp_path / "all.txt")
+    assert list(again) == list(folds)
+    assert all(np.array_equal(again[k][:, :5], folds[k]) for k in folds)
+
+
+def test_skip_bad_counts_and_names_the_bad_files(tmp_path):
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        _pts(tmp_path / "ibug" / f"img{i}.pts", rng.uniform(5, 40, (68, 2)))
+        _image(tmp_path / "ibug" / f"img{i}.png")
+    (tmp_path / "ibug" / "img1.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
+    with pytest.raises(AnnotationError, match="img1.pts"):
+        load_dataset("300w", tmp_path, "challenging")
+    skipped: list[str] = []
+    samples = load_dataset("300w", tmp_path, "challenging", skipped)
+    assert [s.id for s in samples] == ["ibug/img0", "ibug/img2"] and len(skipped) == 1 and "img1.pts" in skipped[0]
+    result = CliRunner().invoke(main, ["datasets", "info", "300w", "--root", str(tmp_path), "--split", "challenging",
+                                       "--skip-bad", "--json"])
+    info = json.loads(result.stdout)["splits"]["challenging"]
+    assert info["images"] == 2 and len(info["skipped"]) == 1

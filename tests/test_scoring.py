@@ -44,3 +44,26 @@ def test_ap_scorer_min_face_fraction_ignores_small_faces(mini_samples):
         m, _ = score(_with_options("mini-ap50", ap_method=method, rule="coco"), mini_samples, predictions)
         # recall 3/4: COCO samples precision 1 at recall 0, .01, …, .75 (76 of 101); VOC07 at 0, .1, …, .7 (8 of 11)
         assert m["ap50"] == pytest.approx(76 / 101 if method == "coco101" else 8 / 11, abs=1e-9)
+
+
+def test_nme_scorer_groups_by_subset_flag_and_yaw(tmp_path):
+    from facebench.datasets.wflw import load as load_wflw
+    from facebench.protocol import parse_protocol
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(10, 90, (3, 98, 2))
+    flags = (["1", "0", "0", "0", "0", "0"], ["1", "0", "0", "0", "0", "1"], ["0"] * 6)
+    (tmp_path / "list_98pt_rect_attr_test.txt").write_text("\n".join(
+        " ".join(f"{v:.6f}" for v in p.ravel()) + f" 5 6 95 96 {' '.join(f)} e/a.jpg" for p, f in zip(pts, flags)))
+    samples = load_wflw(tmp_path)
+    protocol = parse_protocol('id = "t"\ntitle = "t"\ndataset = "wflw"\ntask = "landmarks"\nmetric = "nme"\n'
+                              '[options]\nsubset_flags = ["pose", "blur"]\n')
+    predictions = {}
+    for k, s in enumerate(samples):
+        gt = s.faces[0].landmarks.points
+        iod = np.linalg.norm(gt[60] - gt[72])
+        predictions[f"{s.id}#0"] = Prediction(landmarks=Landmarks(gt + [0.01 * (k + 1) * iod, 0], "wflw98"))
+    metrics, _ = score(protocol, samples, predictions)
+    assert metrics["nme"] == pytest.approx(0.02)
+    assert metrics["pose_nme"] == pytest.approx(0.015) and metrics["pose_faces"] == 2
+    assert metrics["blur_nme"] == pytest.approx(0.02) and metrics["blur_faces"] == 1

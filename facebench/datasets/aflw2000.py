@@ -42,14 +42,23 @@ def read_mat(path: Path) -> tuple[np.ndarray, float]:
     return pts[:2].T.copy(), float(np.degrees(pose[1]))
 
 
-def load(root: Path) -> list[Sample]:
-    """Samples from ``.mat`` files (if any) or from the 2000-row arrays."""
+def load(root: Path, on_bad=None) -> list[Sample]:
+    """Samples from ``.mat`` files (if any) or from the 2000-row arrays.
+
+    ``on_bad(error)``, if given, receives each unreadable ``.mat`` instead of it being raised.
+    """
     root = Path(root)
     mats = sorted(root.glob("image*.mat"))
     if mats:
         samples = []
         for mat in mats:
-            points, yaw = read_mat(mat)
+            try:
+                points, yaw = read_mat(mat)
+            except AnnotationError as exc:
+                if on_bad is None:
+                    raise
+                on_bad(exc)
+                continue
             samples.append(_sample(mat.stem, mat.with_suffix(".jpg"), points, yaw))
         return samples
     if (root / ARRAY_POINTS).is_file():

@@ -102,3 +102,14 @@ def load(root: Path) -> list[Sample]:
                 faces=tuple(Face(Box.from_array(b)) for b in ellipse_to_box(ellipses)),
                 attributes={"fold": k, "ellipses": ellipses}, image_key=f"fddb:{name}"))
     return samples
+
+
+def write_fddb_list(path: str | Path, entries: dict[str, np.ndarray]) -> Path:
+    """Write ``image path -> (n, 5) ellipses`` (or (n, k) rows) in the ellipse-list layout."""
+    from facebench.report import write_atomic
+
+    lines = []
+    for name, rows in entries.items():
+        lines += [name, str(len(rows))]
+        lines += [" ".join(repr(float(v)) for v in row) + ("  1" if len(row) == 5 else "") for row in rows]
+    return write_atomic(path, "\n".join(lines) + "\n")

@@ -53,14 +53,17 @@ def subset_of(relative_path: str) -> str:
     raise AnnotationError(f"{relative_path}: not in any 300W folder ({', '.join(f for v in FOLDERS.values() for f in v)})")
 
 
-def load(root: Path, split: str = "full") -> list[Sample]:
-    """The samples of one split, from the official folders or, failing those, the CSV files."""
+def load(root: Path, split: str = "full", on_bad=None) -> list[Sample]:
+    """The samples of one split, from the official folders or, failing those, the CSV files.
+
+    ``on_bad(error)``, if given, receives each bad annotation file instead of it being raised.
+    """
     if split not in SPLITS:
         raise ValueError(f"300W split {split!r}; known: {', '.join(SPLITS)}")
     root = Path(root)
     wanted = ("common", "challenging") if split == "full" else (split,)
     if any((root / f).is_dir() for s in wanted for f in FOLDERS[s]):
-        return [s for subset in wanted for s in _from_folders(root, subset)]
+        return [s for subset in wanted for s in _from_folders(root, subset, on_bad)]
     csv_name = {"private": "test", "train": "train"}.get(split, "valid")
     csv = root / f"face_landmarks_300w_{csv_name}.csv"
     if not csv.is_file():
@@ -69,21 +72,26 @@ def load(root: Path, split: str = "full") -> list[Sample]:
     return [s for s in _from_csv(root, csv) if split == "full" or s.attributes["subset"] == split]
 
 
-def _from_folders(root: Path, subset: str) -> list[Sample]:
+def _from_folders(root: Path, subset: str, on_bad=None) -> list[Sample]:
     samples = []
     for folder in FOLDERS[subset]:
         directory = root / folder
         if not directory.is_dir():
             raise AnnotationError(f"{directory}: missing (300W {subset} needs {', '.join(FOLDERS[subset])})")
         for pts in sorted(directory.glob("*.pts")):
-            image = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES if pts.with_suffix(s).is_file()), None)
-            if image is None:
-                raise AnnotationError(f"{pts}: no image of the same name ({'/'.join(IMAGE_SUFFIXES)})")
-            points = read_pts(pts)
-            if len(points) != 68:
-                raise AnnotationError(f"{pts}: {len(points)} points, 300W has 68")
-            rel = str(image.relative_to(root))
-            samples.append(_sample(rel, image, points, subset))
+            try:
+                image = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES if pts.with_suffix(s).is_file()), None)
+                if image is None:
+                    raise AnnotationError(f"{pts}: no image of the same name ({'/'.join(IMAGE_SUFFIXES)})")
+                points = read_pts(pts)
+                if len(points) != 68:
+                    raise AnnotationError(f"{pts}: {len(points)} points, 300W has 68")
+            except AnnotationError as exc:
+                if on_bad is None:
+                    raise
+                on_bad(exc)
+                continue
+            samples.append(_sample(str(image.relative_to(root)), image, points, subset))
     return samples
 
 

@@ -48,3 +48,11 @@ def read_ljson(path: str | Path, group: str | None = None) -> np.ndarray:
     if points.ndim != 2 or points.shape[1] != 2:
         raise AnnotationError(f"{path}: expected (N, 2) points, found shape {points.shape}")
     return points[:, ::-1].copy()
+
+
+def write_pts(path: str | Path, points: np.ndarray) -> Path:
+    """Write (N, 2) 0-based points as an iBUG ``.pts`` file (1-based), atomically."""
+    from facebench.report import write_atomic
+
+    body = "".join(f"{x + 1:.6f} {y + 1:.6f}\n" for x, y in np.asarray(points, dtype=np.float64)[:, :2])
+    return write_atomic(path, f"version: 1\nn_points: {len(points)}\n{{\n{body}}}\n")

@@ -159,3 +159,16 @@ def load(root: Path, split: str = "val", setting: str = "hard") -> list[Sample]:
             ignore=tuple(Box.from_array(b) for b in corners[~counts]),
             attributes={"event": name.split("/", 1)[0], **attrs}, image_key=f"wider:{name}"))
     return samples
+
+
+def write_wider_txt(path: str | Path, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """Write ``image path -> ((n, 4) x, y, w, h, (n,) invalid)`` in the release's txt layout."""
+    from facebench.report import write_atomic
+
+    lines = []
+    for name, (boxes, invalid) in entries.items():
+        lines += [name, str(len(boxes))]
+        lines += [f"{int(x)} {int(y)} {int(w)} {int(h)} 0 0 0 {int(inv)} 0 0 " for (x, y, w, h), inv in zip(boxes, invalid)]
+        if len(boxes) == 0:
+            lines.append("0 0 0 0 0 0 0 0 0 0 ")
+    return write_atomic(path, "\n".join(lines) + "\n")
