@@ -110,7 +110,8 @@ def assets_verify():
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Threads for pre/post-processing.")
 @click.option("--no-progress", is_flag=True)
-def run(models_, protocols_, root, store, out, force, runtime, threads, batch_size, workers, no_progress):
+@click.option("--skip-bad", is_flag=True, help="Skip bad annotation files or lines (counted and listed) instead of stopping.")
+def run(models_, protocols_, root, store, out, force, runtime, threads, batch_size, workers, no_progress, skip_bad):
     """Evaluate models on protocols and write the leaderboard."""
     from facebench.evaluate import evaluate
     from facebench.report import render_markdown, row, write_reports
@@ -140,7 +141,7 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
                 try:
                     result = evaluate(adapter_cls, protocol, db, root=root, force=force, runtime=runtime,
                                       threads=threads, batch_size=batch_size, workers=workers,
-                                      progress=not no_progress)
+                                      progress=not no_progress, skip_bad=skip_bad)
                 except KeyboardInterrupt:
                     click.echo(f"\ninterrupted: the finished items of {adapter_cls.card.name} on {protocol.id} "
                                f"are stored in {db.path}; run the same command again to resume", err=True)
@@ -156,6 +157,10 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
                 click.echo(f"{adapter_cls.card.name} on {protocol.id}: {metrics}{note}", err=True)
                 for key, message in result.failures:
                     click.echo(f"  failed {key}: {message}", err=True)
+                for message in result.skipped:
+                    click.echo(f"  skipped bad annotation: {message}", err=True)
+                if result.skipped:
+                    click.echo(f"  {len(result.skipped)} bad annotation entries skipped", err=True)
         runs = db.runs()
         md, js = write_reports(out, runs)
     click.echo(render_markdown([row(r) for r in runs]))

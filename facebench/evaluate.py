@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Sequence
 
@@ -29,6 +29,7 @@ class Evaluation:
     run: Run
     reused: bool
     failures: list[tuple[str, str]]
+    skipped: list[str] = field(default_factory=list)  # bad annotation entries left out (skip_bad)
 
 
 def default_runtime(adapter_cls: type[Adapter]) -> str:
@@ -60,18 +61,22 @@ def environment(runtime_info: dict) -> dict:
 
 def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, root=None,
              samples: Sequence[Sample] | None = None, force: bool = False, runtime: str | None = None,
-             threads: int = 1, batch_size: int = 8, workers: int = 2, progress: bool = True) -> Evaluation:
+             threads: int = 1, batch_size: int = 8, workers: int = 2, progress: bool = True,
+             skip_bad: bool = False) -> Evaluation:
     card = adapter_cls.card
     if card.task != protocol.task:
         raise ValueError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
-    samples = list(samples) if samples is not None else load_dataset(protocol.dataset, root, protocol.split)
+    skipped: list[str] = []
+    if samples is None:
+        samples = load_dataset(protocol.dataset, root, protocol.split, skipped if skip_bad else None)
+    samples = list(samples)
     fp = fingerprint(samples)
     runtime = runtime or default_runtime(adapter_cls)
     key = run_key(card.to_dict(), runtime, protocol.content_hash, fp)
 
     existing = store.get_run(key)
     if existing and existing.status == "complete" and not force:
-        return Evaluation(existing, True, store.failures(key))
+        return Evaluation(existing, True, store.failures(key), skipped)
     if existing and force:
         store.delete_run(key)
 
@@ -96,7 +101,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     metrics, per_item = score(protocol, samples, predictions)
     metrics["failures"] = len(failures)
     store.complete_run(key, metrics, per_item, len(items), len(failures))
-    return Evaluation(store.get_run(key), False, failures)
+    return Evaluation(store.get_run(key), False, failures, skipped)
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool):

@@ -19,7 +19,8 @@ from facebench.metrics.detection import (
     TRUE_POSITIVE,
     evaluate_detections,
 )
-from facebench.metrics.landmarks import balanced_yaw_nme, grouped, nme, summarise
+from facebench.metrics.landmarks import balanced_yaw_nme, grouped, nme, normaliser, summarise
+from facebench.schemes import convert, shared_points
 from facebench.protocol import Protocol
 from facebench.types import Prediction, Sample
 
@@ -73,10 +74,15 @@ def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mappin
     (report the faces with each named 0/1 attribute set, e.g. WFLW's six) and
     ``yaw_attribute`` (AFLW2000-3D bins, degrees, with their balanced mean).
     A face whose prediction failed counts as a failure (infinite NME) in FR
-    and AUC; NME averages the faces that have a prediction."""
+    and AUC; NME averages the faces that have a prediction.
+
+    A prediction in another scheme is mapped onto the ground truth's
+    (:mod:`facebench.schemes`) and compared on the shared points only; the
+    metrics say how many (``points``). The normaliser always comes from the
+    full ground truth."""
     opts = protocol.options
     norm, threshold = opts.get("norm", "inter-ocular"), float(opts.get("threshold", 0.08))
-    keys, gts, preds, faces_of = [], [], [], []
+    keys, gts, preds, faces_of, compared = [], [], [], [], None
     for sample in samples:
         for k, face in enumerate(sample.faces):
             if face.landmarks is None:
@@ -84,19 +90,29 @@ def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mappin
             key = f"{sample.id}#{k}"
             pred = predictions.get(key)
             gt = face.landmarks.points[:, :2]
-            ok = pred is not None and pred.landmarks is not None and pred.landmarks.scheme == face.landmarks.scheme
+            mapped = np.full_like(gt, np.nan)
+            if pred is not None and pred.landmarks is not None:
+                src, dst = pred.landmarks.scheme, face.landmarks.scheme
+                shared = shared_points(src, dst)
+                if compared is not None and shared != compared:
+                    raise ValueError(f"{key}: predictions mix landmark schemes")
+                compared = shared
+                mapped = convert(pred.landmarks.points[:, :2], src, dst)
             keys.append(key)
             gts.append(gt)
-            preds.append(pred.landmarks.points[:, :2] if ok else np.full_like(gt, np.nan))
+            preds.append(mapped)
             faces_of.append(sample)
     if not keys:
         raise ValueError(f"{protocol.source}: no annotated landmarks in the dataset")
     scheme = samples[0].faces[0].landmarks.scheme if samples and samples[0].faces else None
     gt, pred = np.stack(gts), np.stack(preds)
-    missing = np.isnan(pred).any(axis=(1, 2))
-    errors = nme(np.nan_to_num(pred), gt, norm, scheme)
+    compared = compared if compared is not None else list(range(gt.shape[1]))
+    missing = np.isnan(pred[:, compared]).any(axis=(1, 2))
+    norms = normaliser(gt, norm, scheme)
+    errors = nme(np.nan_to_num(pred[:, compared]), gt[:, compared], norms)
     errors[missing] = np.inf
     metrics = summarise(errors, threshold)
+    metrics["points"] = len(compared)
     metrics["nme"] = float(errors[~missing].mean()) if (~missing).any() else float("nan")
     if "subset_attribute" in opts:
         attr = opts["subset_attribute"]

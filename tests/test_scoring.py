@@ -67,3 +67,18 @@ def test_nme_scorer_groups_by_subset_flag_and_yaw(tmp_path):
     assert metrics["nme"] == pytest.approx(0.02)
     assert metrics["pose_nme"] == pytest.approx(0.015) and metrics["pose_faces"] == 2
     assert metrics["blur_nme"] == pytest.approx(0.02) and metrics["blur_faces"] == 1
+
+
+def test_nme_scorer_compares_another_scheme_on_shared_points_only(mini_samples):
+    from facebench.schemes import MAPPINGS
+
+    table = MAPPINGS[("mediapipe478", "ibug68")][0]
+    predictions = {}
+    for sample in mini_samples:
+        gt = sample.faces[0].landmarks.points
+        mesh = np.zeros((478, 2))  # everything without a counterpart is far off on purpose
+        for ibug, m in table.items():
+            mesh[m] = gt[ibug] + [0.03 * np.linalg.norm(gt[36] - gt[45]), 0]
+        predictions[f"{sample.id}#0"] = Prediction(landmarks=Landmarks(mesh, "mediapipe478"))
+    metrics, _ = score(get_protocol("mini-nme"), mini_samples, predictions)
+    assert metrics["points"] == len(table) and metrics["nme"] == pytest.approx(0.03)
