@@ -84,14 +84,13 @@ class _Rendered:
     def __call__(self) -> np.ndarray:
         out = np.full((*self.size, 3), self.fill, np.float32)
         for source, matrix, region in self.layers:
-            warped = warp_affine(source(), matrix, self.size, fill=np.nan)
+            x0, y0, x1, y1 = region if region is not None else (0, 0, self.size[1], self.size[0])
+            # warp only the layer's region: shift the output grid by its corner
+            local = matrix.copy()
+            local[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+            warped = warp_affine(source(), local, (y1 - y0, x1 - x0), fill=np.nan)
             inside = ~np.isnan(warped[..., 0])
-            if region is not None:
-                (x0, y0, x1, y1) = region
-                mask = np.zeros(self.size, bool)
-                mask[y0:y1, x0:x1] = True
-                inside &= mask
-            out[inside] = warped[inside]
+            out[y0:y1, x0:x1][inside] = warped[inside]
         return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
