@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from facebench.metrics import landmarks as lm
-from facebench.metrics.detection import evaluate_detections
+from facebench.metrics.detection import corners_from_xywh, evaluate_detections
 from facebench.metrics.wider import SETTINGS, evaluate_wider
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wider-face-val-gt"
@@ -112,9 +112,8 @@ def main():
     print(f"facebench WIDER mode, 3 settings: {t_wider:.3f} s  "
           + "  ".join(f"{s} {curves[s].ap:.4f}" for s in SETTINGS))
 
-    corners = lambda a: np.concatenate([a[:, :2], a[:, :2] + a[:, 2:4]], axis=1)
-    gt_c = [corners(b) for b in boxes]
-    det_c = [corners(p) for p in preds]
+    gt_c = [corners_from_xywh(b) for b in boxes]
+    det_c = [corners_from_xywh(p) for p in preds]
     det_s = [p[:, 4] for p in preds]
     # min_area=0 is pycocotools' area range "all" (from 0): it ignores boxes of negative area, and the
     # real WIDER val ground truth has one (a face of width -2)

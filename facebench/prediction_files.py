@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facebench.datasets.fddb import read_fddb_list
-from facebench.datasets.landmark_files import AnnotationError, read_pts
+from facebench.datasets.landmark_files import AnnotationError, read_lines, read_pts
 
 
 class PredictionFileError(ValueError):
@@ -41,10 +41,7 @@ def read_wider_predictions(folder: str | Path) -> dict[str, np.ndarray]:
 
 
 def _read_wider_file(path: Path) -> np.ndarray:
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PredictionFileError(f"cannot read {path}: {exc}") from exc
+    lines = read_lines(path, PredictionFileError)
     if len(lines) < 2:
         raise PredictionFileError(f"{path}: expected the image name, a count, then 'x y w h score' lines")
     try:

@@ -74,6 +74,12 @@ MAPPINGS: dict[tuple[str, str], tuple[dict[int, int], str]] = {
 }
 
 
+def scheme_for_size(n_points: int) -> str | None:
+    """The scheme with that many points, if exactly one has it (every size is unique today)."""
+    names = [s.name for s in SCHEMES.values() if s.size == n_points]
+    return names[0] if len(names) == 1 else None
+
+
 def get_scheme(name: str) -> Scheme:
     try:
         return SCHEMES[name]

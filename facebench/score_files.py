@@ -16,6 +16,7 @@ import numpy as np
 from facebench.datasets.fddb import read_fddb_folds
 from facebench.datasets.wider import read_wider_eval_gt
 from facebench.metrics import landmarks as lm
+from facebench.metrics.detection import corners_from_xywh
 from facebench.metrics.fddb import ellipse_to_box, evaluate_fddb
 from facebench.metrics.wider import SETTINGS, evaluate_wider
 from facebench.prediction_files import (
@@ -24,8 +25,7 @@ from facebench.prediction_files import (
     read_landmarks,
     read_wider_predictions,
 )
-
-SCHEME_BY_POINTS = {68: "ibug68", 98: "wflw98", 29: "cofw29", 468: "mediapipe468", 478: "mediapipe478"}
+from facebench.schemes import scheme_for_size
 
 
 def score_wider(gt_dir: str | Path, pred_dir: str | Path) -> dict:
@@ -60,10 +60,7 @@ def score_fddb(gt_dir: str | Path, pred_path: str | Path, false_positives: int =
     det_boxes, det_scores = [], []
     for name in names:
         rows = preds.get(name, np.zeros((0, 5)))
-        if rows.shape[1] == 6:
-            det_boxes.append(ellipse_to_box(rows[:, :5]))
-        else:
-            det_boxes.append(np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], axis=1))
+        det_boxes.append(ellipse_to_box(rows[:, :5]) if rows.shape[1] == 6 else corners_from_xywh(rows))
         det_scores.append(rows[:, -1])
     roc = evaluate_fddb([ellipse_to_box(gt[n]) for n in names], det_boxes, det_scores)
     return {"tpr_at_fp": roc.tpr_at(false_positives), "fp": false_positives, "faces": roc.faces,
@@ -93,14 +90,12 @@ def score_landmarks(gt_path: str | Path, pred_path: str | Path, norm: str = "int
         pred_full = np.stack([pred[index[n]] if n in index else np.full(gt.shape[1:], np.nan) for n in gt_names])
     if pred_full.shape[1:] != gt.shape[1:]:
         raise PredictionFileError(f"{pred_path}: {pred_full.shape[1]} points per face, ground truth has {gt.shape[1]}")
-    scheme = scheme or SCHEME_BY_POINTS.get(gt.shape[1])
+    scheme = scheme or scheme_for_size(gt.shape[1])
     absent = np.isnan(pred_full).any(axis=(1, 2))
     errors = lm.nme(np.nan_to_num(pred_full, nan=0.0), gt, norm, scheme)
-    errors[absent] = np.inf  # a missing face is a failure in FR and AUC
-    result = {"scheme": scheme, "norm": norm, **lm.summarise(errors, threshold), "threshold": threshold,
-              # NME is a mean, so it can only cover the faces that have a prediction
-              "nme": float(errors[~absent].mean()) if (~absent).any() else float("nan"),
-              "nme_faces": int((~absent).sum()), "unknown": unknown, "missing": missing}
+    errors[absent] = np.inf
+    result = {"scheme": scheme, "norm": norm, **lm.summarise_with_failures(errors, absent, threshold),
+              "threshold": threshold, "unknown": unknown, "missing": missing}
     if yaw_path is not None:
         yaw = np.load(yaw_path).reshape(-1)
         if yaw.shape[0] != len(errors):

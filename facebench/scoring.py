@@ -19,9 +19,15 @@ from facebench.metrics.detection import (
     TRUE_POSITIVE,
     evaluate_detections,
 )
-from facebench.metrics.landmarks import balanced_yaw_nme, grouped, nme, normaliser, summarise
-from facebench.schemes import convert, shared_points
+from facebench.metrics.landmarks import (
+    balanced_yaw_nme,
+    grouped,
+    nme,
+    normaliser,
+    summarise_with_failures,
+)
 from facebench.protocol import Protocol
+from facebench.schemes import convert, shared_points
 from facebench.types import Prediction, Sample
 
 
@@ -111,9 +117,8 @@ def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mappin
     norms = normaliser(gt, norm, scheme)
     errors = nme(np.nan_to_num(pred[:, compared]), gt[:, compared], norms)
     errors[missing] = np.inf
-    metrics = summarise(errors, threshold)
+    metrics = summarise_with_failures(errors, missing, threshold)
     metrics["points"] = len(compared)
-    metrics["nme"] = float(errors[~missing].mean()) if (~missing).any() else float("nan")
     if "subset_attribute" in opts:
         attr = opts["subset_attribute"]
         values = np.array([str(s.attributes.get(attr, "")) for s in faces_of])

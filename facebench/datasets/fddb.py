@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.datasets.landmark_files import AnnotationError
+from facebench.datasets.landmark_files import AnnotationError, read_lines
 from facebench.imaging import ImageFile
 from facebench.types import Box, Face, Sample
 
@@ -24,10 +24,7 @@ def read_fddb_list(path: str | Path, columns: tuple[int, ...] = (6,)) -> dict[st
     in detection files); a malformed line raises naming the file and line.
     """
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"cannot read {path}: {exc}") from exc
+    lines = read_lines(path)
     out: dict[str, np.ndarray] = {}
     i = 0
     while i < len(lines):

@@ -11,9 +11,8 @@
   (v = 0) are stored as zeros and must not be scored.
 * menpo folders: images with ``.pts`` or ``.ljson`` of the same stem.
 
-The landmark scheme is taken from the point count (68 iBUG, 98 WFLW, 29
-COFW, 5 five-point); other counts keep boxes only and say so in
-``attributes["points"]``.
+The landmark scheme is taken from the point count
+(:func:`facebench.schemes.scheme_for_size`); other counts keep boxes only.
 """
 
 from __future__ import annotations
@@ -26,15 +25,13 @@ import numpy as np
 
 from facebench.datasets.landmark_files import AnnotationError, read_ljson, read_pts
 from facebench.imaging import ImageFile
+from facebench.schemes import scheme_for_size
 from facebench.types import Box, Face, Landmarks, Sample
-
-SCHEME_BY_COUNT = {68: "ibug68", 98: "wflw98", 29: "cofw29", 5: "five_point"}
 
 
 def _landmarks(points: np.ndarray | None) -> Landmarks | None:
-    if points is None or len(points) not in SCHEME_BY_COUNT:
-        return None
-    return Landmarks(points, SCHEME_BY_COUNT[len(points)])
+    scheme = None if points is None else scheme_for_size(len(points))
+    return None if scheme is None else Landmarks(points, scheme)
 
 
 def load_dlib_xml(path: Path) -> list[Sample]:

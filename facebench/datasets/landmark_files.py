@@ -16,13 +16,18 @@ class AnnotationError(ValueError):
     """An annotation file is not what its format says; the message names it."""
 
 
+def read_lines(path: Path, error: type[ValueError] = AnnotationError) -> list[str]:
+    """A text file's lines; an unreadable file raises ``error`` naming it."""
+    try:
+        return Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {path}: {exc}") from exc
+
+
 def read_pts(path: str | Path) -> np.ndarray:
     """iBUG ``.pts``: ``version: 1``, ``n_points: N``, ``{``, N lines of 1-based ``x y``, ``}``."""
     path = Path(path)
-    try:
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"cannot read {path}: {exc}") from exc
+    lines = [ln.strip() for ln in read_lines(path) if ln.strip()]
     try:
         header = dict(ln.split(":", 1) for ln in lines[: lines.index("{")])
         n_points = int(header["n_points"])

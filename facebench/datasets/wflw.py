@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.datasets.landmark_files import AnnotationError
+from facebench.datasets.landmark_files import AnnotationError, read_lines
 from facebench.imaging import ImageFile
 from facebench.types import Box, Face, Landmarks, Sample
 
@@ -35,7 +35,7 @@ def load(root: Path, split: str = "test", on_bad=None) -> list[Sample]:
     path = find_list(root, split)
     images = root / "WFLW_images"
     samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_lines(path), start=1):
         parts = line.split()
         if not parts:
             continue

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.datasets.landmark_files import AnnotationError
+from facebench.datasets.landmark_files import AnnotationError, read_lines
 from facebench.imaging import ImageFile
+from facebench.metrics.detection import corners_from_xywh
 from facebench.metrics.wider import SETTINGS
 from facebench.types import Box, Face, Sample
 
@@ -98,10 +99,7 @@ def read_wider_txt(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     with no face has a count of 0 followed by one line of zeros.
     """
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"cannot read {path}: {exc}") from exc
+    lines = read_lines(path)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     i = 0
     while i < len(lines):
@@ -152,7 +150,7 @@ def load(root: Path, split: str = "val", setting: str = "hard") -> list[Sample]:
         entries = [(name, boxes, ~invalid, {}) for name, (boxes, invalid) in read_wider_txt(txt).items()]
     samples = []
     for name, boxes, counts, attrs in entries:
-        corners = np.c_[boxes[:, :2], boxes[:, :2] + boxes[:, 2:4]]
+        corners = corners_from_xywh(boxes)
         samples.append(Sample(
             id=name.rsplit(".", 1)[0], image=ImageFile(images / name),
             faces=tuple(Face(Box.from_array(b)) for b in corners[counts]),

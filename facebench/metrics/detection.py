@@ -54,6 +54,13 @@ def box_iou(a: np.ndarray, b: np.ndarray, plus_one: bool = False) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def corners_from_xywh(xywh: np.ndarray) -> np.ndarray:
+    """(n, >=4) rows starting x, y, w, h -> (n, 4) corners x, y, x + w, y + h."""
+    xywh = np.asarray(xywh, dtype=np.float64)
+    xywh = xywh.reshape(-1, xywh.shape[-1] if xywh.ndim == 2 else 4)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
+
+
 def box_area(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -176,8 +183,10 @@ def evaluate_detections(gt_boxes: Sequence[np.ndarray], det_boxes: Sequence[np.n
     gts = [np.asarray(g, dtype=np.float64).reshape(-1, 4) for g in gt_boxes]
     dets = [np.asarray(d, dtype=np.float64).reshape(-1, 4) for d in det_boxes]
     scores = [np.asarray(s, dtype=np.float64).reshape(-1) for s in det_scores]
-    ignores = [np.zeros(len(g), bool) if gt_ignore is None else np.asarray(i, bool).reshape(-1)
-               for g, i in zip(gts, gt_ignore if gt_ignore is not None else gts)]
+    if gt_ignore is None:
+        ignores = [np.zeros(len(g), bool) for g in gts]
+    else:
+        ignores = [np.asarray(i, bool).reshape(-1) for i in gt_ignore]
     for i, (d, s, g, ig) in enumerate(zip(dets, scores, gts, ignores)):
         if len(d) != len(s) or len(g) != len(ig):
             raise ValueError(f"image {i}: {len(d)} boxes but {len(s)} scores, or {len(g)} faces but {len(ig)} flags")

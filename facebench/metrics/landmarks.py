@@ -171,6 +171,18 @@ def summarise(nmes: np.ndarray, threshold: float = 0.08, step: float = 1e-4) -> 
     return {"nme": float(np.mean(nmes)), "fr": curve.failure_rate, "auc": curve.auc, "faces": int(np.size(nmes))}
 
 
+def summarise_with_failures(nmes: np.ndarray, failed: np.ndarray, threshold: float = 0.08,
+                            step: float = 1e-4) -> dict[str, float]:
+    """:func:`summarise` where ``failed`` faces (no prediction) count as failures in FR
+    and AUC; NME, a mean, covers only the others (``nme_faces`` of them)."""
+    failed = np.asarray(failed, bool)
+    nmes = np.where(failed, np.inf, np.asarray(nmes, dtype=np.float64))
+    out = summarise(nmes, threshold, step)
+    out["nme"] = float(nmes[~failed].mean()) if (~failed).any() else float("nan")
+    out["nme_faces"] = int((~failed).sum())
+    return out
+
+
 def grouped(nmes: np.ndarray, groups: dict[str, np.ndarray], threshold: float = 0.08,
             step: float = 1e-4) -> dict[str, dict[str, float]]:
     """:func:`summarise` per named group; each group is a boolean mask or index array."""

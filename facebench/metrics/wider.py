@@ -32,7 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebench.metrics.detection import average_precision, overlap_pairs
+from facebench.metrics.detection import (
+    average_precision,
+    corners_from_xywh,
+    overlap_pairs,
+)
 
 SETTINGS = ("easy", "medium", "hard")
 
@@ -79,8 +83,8 @@ def evaluate_wider(gt_boxes: Sequence[np.ndarray], kept: Mapping[str, Sequence[n
     norm_scores = (raw[:, 4] - lo) / (hi - lo) if hi > lo else np.ones(len(raw))
     order = np.lexsort((np.arange(len(raw)), -norm_scores, det_img))
     raw, norm_scores = raw[order], norm_scores[order]
-    per_image = np.split(_corners(raw[:, :4]), np.cumsum([len(p) for p in preds])[:-1]) if preds else []
-    pairs = overlap_pairs([_corners(g) for g in gts], per_image, iou_threshold, plus_one=True)
+    per_image = np.split(corners_from_xywh(raw), np.cumsum([len(p) for p in preds])[:-1]) if preds else []
+    pairs = overlap_pairs([corners_from_xywh(g) for g in gts], per_image, iou_threshold, plus_one=True)
     best_face, _ = pairs.best_per_detection(len(raw))
     hit = best_face >= 0
 
@@ -110,7 +114,3 @@ def evaluate_wider(gt_boxes: Sequence[np.ndarray], kept: Mapping[str, Sequence[n
         out[setting] = WiderCurve(ap=average_precision(precision, recall, "voc"), thresholds=thresholds,
                                   precision=precision, recall=recall, faces=n_faces)
     return out
-
-
-def _corners(xywh: np.ndarray) -> np.ndarray:
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
