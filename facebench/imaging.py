@@ -61,13 +61,31 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
+def corner_sampling(matrix: np.ndarray) -> np.ndarray:
+    """The sampling matrix MediaPipe's OpenCV crops use for the same crop.
+
+    ``matrix`` maps output pixel centres to image pixel centres. MediaPipe
+    builds its crop from the rectangle's *corner* coordinates and hands them
+    to ``cv::warpPerspective``, which reads them as pixel *centres*: output
+    pixel u samples the image where the exact mapping puts u - 0.5, plus half
+    an image pixel. Adapters that reproduce MediaPipe's numbers sample with
+    this matrix and still map outputs back with ``matrix``.
+    """
+    out = np.array(matrix, dtype=np.float64)
+    out[:, 2] += 0.5 - out[:, :2] @ np.array([0.5, 0.5])
+    return out
+
+
 def warp_affine(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int],
-                fill: float = 0.0) -> np.ndarray:
+                fill: float = 0.0, border: str = "constant") -> np.ndarray:
     """Bilinear resampling of ``image`` at the output grid mapped by ``matrix``.
 
-    Returns float32 (out_h, out_w, C) in the image's value scale; samples
-    outside the image take ``fill`` (the image is treated as zero-padded).
+    Returns float32 (out_h, out_w, C) in the image's value scale. Samples
+    outside the image take ``fill`` (``border="constant"``) or the nearest
+    edge pixel (``border="replicate"``, OpenCV's BORDER_REPLICATE).
     """
+    if border not in ("constant", "replicate"):
+        raise ValueError(f"border must be 'constant' or 'replicate', not {border!r}")
     out_h, out_w = out_size
     img = image if image.ndim == 3 else image[:, :, None]
     h, w = img.shape[:2]
@@ -81,6 +99,8 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int]
 
     # gather the four taps straight from the image; taps outside it read ``fill``
     def tap(yy, xx):
+        if border == "replicate":
+            return img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)].astype(np.float32)
         inside = ((xx >= 0) & (xx < w) & (yy >= 0) & (yy < h))[..., None]
         values = img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)].astype(np.float32)
         return np.where(inside, values, np.float32(fill))

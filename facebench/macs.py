@@ -14,13 +14,29 @@ from pathlib import Path
 import numpy as np
 
 
-def count_tflite_macs(path: str | Path) -> int:
+def count_tflite_macs(path: str | Path, custom_ops: bool = False) -> int:
+    """MACs of one forward pass; ``custom_ops`` loads MediaPipe's ops first.
+
+    The custom ops themselves (crops and 4x4 matrices) are not counted.
+    """
     from tflite_runtime.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_path=str(path),
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    if custom_ops:
+        from facebench.mediapipe_ops import make_interpreter
+
+        interp, _ = make_interpreter(path, default_delegates=False)
+    else:
+        interp = Interpreter(model_path=str(path),
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interp.allocate_tensors()
-    shapes = {t["index"]: tuple(int(x) for x in t["shape"]) for t in interp.get_tensor_details()}
+
+    # tensor shapes one by one: tflite-runtime 2.14 crashes describing sparse tensors
+    class _Shapes(dict):
+        def __missing__(self, index):
+            self[index] = tuple(int(x) for x in interp._interpreter.TensorSize(int(index), 0))
+            return self[index]
+
+    shapes = _Shapes()
     total = 0
     for op in interp._get_ops_details():  # the only public-enough view of the graph in tflite-runtime
         name, inputs, outputs = op["op_name"], op["inputs"], op["outputs"]

@@ -20,6 +20,13 @@ ENTRY_POINT_GROUP = "facebench.adapters"
 
 BASELINES: dict[str, str] = {
     "blazeface-short": "facebench.baselines.blazeface:BlazeFaceShortRange",
+    "blazeface-full": "facebench.baselines.blazeface:BlazeFaceFullRange",
+    "face-mesh": "facebench.baselines.face_mesh:FaceMesh",
+    "mesh-iris-cascade": "facebench.baselines.face_mesh:MeshIrisCascade",
+    "attention-mesh": "facebench.baselines.face_mesh:AttentionMesh",
+    "dlib-hog": "facebench.baselines.classical:DlibHog",
+    "dlib-68": "facebench.baselines.classical:Dlib68",
+    "opencv-haar": "facebench.baselines.classical:OpenCVHaar",
 }
 
 

@@ -17,13 +17,14 @@ from facebench.protocol import Protocol, builtin_protocols
 from facebench.store import Run
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
+def write_atomic(path: str | Path, content: str | bytes) -> Path:
+    """Write text or bytes to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -74,7 +75,7 @@ def render_markdown(rows: Iterable[dict], protocols: dict[str, Protocol] | None 
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in sorted(group, key=lambda r: r["model"]):
-            cells = [r["model"], *[_fmt(r["metrics"].get(c)) for c in columns], f"{r['macs'] / 1e6:.1f}",
+            cells = [r["model"], *[_fmt(r["metrics"].get(c)) for c in columns], f"{r['macs'] / 1e6:.1f}" if r["macs"] else "n/a",
                      f"{r['failures']}/{r['items']}", r["runtime"], r["cpu"] or "", r["date"], r["kind"]]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         lines.append("")

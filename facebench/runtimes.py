@@ -2,15 +2,16 @@
 
 ``session.run({name: batch})`` takes and returns dicts of arrays whose first
 axis is the batch. TFLite models are usually exported with batch 1: the
-wrapper resizes the input tensors to the batch when the graph allows it and
-otherwise runs the batch one item at a time, so adapters never care.
+wrapper resizes the input tensors to the batch when the graph was exported
+with a dynamic batch and otherwise runs the batch one item at a time, so
+adapters never care.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -25,21 +26,34 @@ class TensorSpec:
 
 
 class TFLiteSession:
+    """``custom_ops=True`` registers MediaPipe's ops (:mod:`facebench.mediapipe_ops`);
+    their timing is then in ``self.custom_ops.seconds``."""
+
     runtime = "tflite"
 
-    def __init__(self, path: Path, threads: int = 1):
+    def __init__(self, path: Path, threads: int = 1, custom_ops: bool = False):
         import tflite_runtime
         from tflite_runtime import interpreter as tfl
 
         self.version = tflite_runtime.__version__
-        self._interp = tfl.Interpreter(model_path=str(path), num_threads=threads)
+        self.custom_ops = None
+        if custom_ops:
+            from facebench.mediapipe_ops import make_interpreter
+
+            self._interp, self.custom_ops = make_interpreter(path, threads)
+        else:
+            self._interp = tfl.Interpreter(model_path=str(path), num_threads=threads)
         self._interp.allocate_tensors()
         self.inputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]))
                        for d in self._interp.get_input_details()]
         self.outputs = [TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]))
                         for d in self._interp.get_output_details()]
         self._batch = self.inputs[0].shape[0] if self.inputs[0].shape else 1
-        self._resizable = True
+        # Only a graph exported with a dynamic batch (-1 in its signature) is resized:
+        # tflite-runtime 2.14 crashes (SIGSEGV, uncatchable) reallocating sparse or
+        # custom-op graphs fixed at batch 1, and MediaPipe's batch-1 graphs mix items.
+        self._resizable = all(len(d["shape_signature"]) > 0 and d["shape_signature"][0] == -1
+                              for d in self._interp.get_input_details())
 
     def _resize(self, batch: int) -> bool:
         if batch == self._batch:
@@ -101,12 +115,12 @@ class OnnxSession:
         return dict(zip(names, self._session.run(names, feed)))
 
 
-def open_session(path: str | Path, runtime: str | None = None, threads: int = 1):
+def open_session(path: str | Path, runtime: str | None = None, threads: int = 1, custom_ops: bool = False):
     """Open a model file with the runtime named, or the one its suffix implies."""
     path = Path(path)
     runtime = runtime or {".tflite": "tflite", ".onnx": "onnxruntime"}.get(path.suffix)
     if runtime == "tflite":
-        return TFLiteSession(path, threads=threads)
+        return TFLiteSession(path, threads=threads, custom_ops=custom_ops)
     if runtime == "onnxruntime":
         return OnnxSession(path, threads=threads)
     raise ValueError(f"no runtime for {path.name}: choose one of {RUNTIMES}")

@@ -135,8 +135,11 @@ class ModelCard:
     """What a model is and costs, independent of any run.
 
     ``macs`` maps stage name to multiply-accumulates for one forward pass of
-    that stage (one stage for single-shot models); ``artifacts`` maps a format
-    (``tflite``, ``onnx``) to an asset name or a file path.
+    that stage (one stage for single-shot models); a model that is not a
+    network (a Haar cascade, regression trees) leaves it empty and says what
+    it costs instead in ``options["cost"]``. ``artifacts`` maps a format
+    (``tflite``, ``onnx``, ...) to an asset name or a file path. An input size
+    of -1 means the model takes whole images of any size.
     """
 
     name: str
@@ -154,7 +157,9 @@ class ModelCard:
         if self.task not in TASKS:
             raise ValueError(f"model {self.name!r}: task must be one of {TASKS}, not {self.task!r}")
         scheme_size(self.scheme)
-        if not self.macs or any(int(v) <= 0 for v in self.macs.values()):
+        if not self.macs and not self.options.get("cost"):
+            raise ValueError(f"model {self.name!r}: give macs per stage, or options['cost'] for a non-network model")
+        if any(int(v) <= 0 for v in self.macs.values()):
             raise ValueError(f"model {self.name!r}: macs must give a positive count per stage")
         if not self.artifacts:
             raise ValueError(f"model {self.name!r}: a card names at least one artifact")

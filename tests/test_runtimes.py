@@ -37,7 +37,7 @@ def test_onnx_session_runs_a_batch(onnx_model):
     assert list(out) == ["y"] and np.allclose(out["y"], np.maximum(x @ weights, 0), atol=1e-6)
 
 
-def test_tflite_session_batches_a_batch_one_graph(pulled_assets):
+def test_tflite_session_runs_a_batch_on_a_batch_one_graph(pulled_assets):
     session = open_session(asset_path("face_detection_short_range.tflite"), threads=1)
     assert session.runtime == "tflite" and session.version == "2.14.0"
     x = np.random.default_rng(2).uniform(-1, 1, size=(3, 128, 128, 3)).astype(np.float32)
@@ -51,3 +51,15 @@ def test_tflite_session_batches_a_batch_one_graph(pulled_assets):
 def test_unknown_model_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no runtime for model.pt"):
         open_session(tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize("asset", ["face_detection_full_range_sparse.tflite", "face_landmark.tflite"])
+def test_fixed_batch_graphs_run_item_by_item_without_reallocation(asset, pulled_assets):
+    """Resizing sparse or custom-op graphs crashes tflite-runtime 2.14: fixed-batch graphs are never resized."""
+    session = open_session(asset_path(asset), threads=1)
+    spec = session.inputs[0]
+    x = np.random.default_rng(3).uniform(0, 1, size=(2, *spec.shape[1:])).astype(np.float32)
+    batched = session.run({spec.name: x})
+    assert session._batch == 1
+    single = session.run({spec.name: x[1:]})
+    assert all(np.array_equal(single[k][0], batched[k][1]) for k in single)
