@@ -42,25 +42,14 @@ from facebench.adapter import Adapter
 from facebench.assets import asset_path
 from facebench.imaging import apply_affine, warp_affine
 from facebench.runtimes import open_session
+from facebench.schemes import MEDIAPIPE_LEFT_EYE as LEFT_EYE
+from facebench.schemes import MEDIAPIPE_LIPS as LIPS
+from facebench.schemes import MEDIAPIPE_RIGHT_EYE as RIGHT_EYE
 from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample
 
-# Region index lists of the 478-point topology, in the order the attention
-# model's region heads emit them (they are its Landmarks2TransformMatrix
-# subsets; a test reads them back from the model file).
-LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409, 78, 95, 88,
-        178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415, 76, 77, 90, 180, 85, 16,
-        315, 404, 320, 307, 306, 184, 74, 73, 72, 11, 302, 303, 304, 408, 62, 96, 89, 179, 86, 15, 316, 403, 319,
-        325, 292, 183, 42, 41, 38, 12, 268, 271, 272, 407)
-# the eye on the image's left (the subject's right), corners 33 and 133
-RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173, 130, 25, 110, 24, 23, 22,
-             26, 112, 243, 247, 30, 29, 27, 28, 56, 190, 226, 31, 228, 229, 230, 231, 232, 233, 244, 113, 225, 224,
-             223, 222, 221, 189, 35, 124, 46, 53, 52, 65, 143, 111, 117, 118, 119, 120, 121, 128, 245, 156, 70, 63,
-             105, 66, 107, 55, 193)
-# the subject's left eye, corners 263 and 362, listed as the mirror image of RIGHT_EYE
-LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398, 359, 255, 339, 254, 253,
-            252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414, 446, 261, 448, 449, 450, 451, 452, 453, 464, 342,
-            445, 444, 443, 442, 441, 413, 265, 353, 276, 283, 282, 295, 372, 340, 346, 347, 348, 349, 350, 357, 465,
-            383, 300, 293, 334, 296, 336, 285, 417)
+# Region index lists of the 478-point topology (defined in facebench.schemes):
+# lips, the image-left eye (the subject's right, corners 33 and 133) and the
+# subject's left eye (corners 263 and 362, listed as the mirror image of the other).
 RIGHT_IRIS = tuple(range(468, 473))  # centre, then four contour points
 LEFT_IRIS = tuple(range(473, 478))
 EYE_CONTOUR = 16  # the first 16 points of an eye list are its contour
@@ -178,6 +167,7 @@ class FaceMesh(Adapter):
         {"mesh": 34_979_040},
         {"tflite": "face_landmark.tflite"},
         "MediaPipe Face Mesh (Kartynnik et al. 2019): 468 3D points and a face-presence score",
+        onnx="no: tflite2onnx 0.4.1 fails on this graph (layout propagation IndexError); tf2onnx needs TensorFlow",
     )
     custom_ops = False
 
@@ -229,6 +219,7 @@ class AttentionMesh(FaceMesh):
         {"tflite": "face_landmark_with_attention.tflite"},
         "MediaPipe Attention Mesh (Grishchenko et al. 2020): mesh plus lips, eye and iris heads on "
         "in-graph crops (three MediaPipe custom ops, implemented in facebench.mediapipe_ops)",
+        onnx="no: its three MediaPipe custom ops have no ONNX equivalent",
     )
     custom_ops = True
 
@@ -276,6 +267,8 @@ class MeshIrisCascade(FaceMesh):
         "subject's left eye mirrored). The Attention Mesh paper's cascade also had a lips model; it was "
         "never released, so this cascade has none",
         eye_scale=2.3,
+        onnx="iris converts faithfully with tflite2onnx 0.4.1 (max abs difference 3.8e-5); the mesh does not "
+             "(see face-mesh), so the cascade stays on TFLite",
     )
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:

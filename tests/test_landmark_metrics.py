@@ -160,3 +160,18 @@ def test_real_aflw2000_yaw_bins():
     pred = gt + (0.03 * box)[:, None, None] * np.array([0.6, 0.8])
     bins = lm.balanced_yaw_nme(lm.nme(pred, gt, "box"), yaw)
     assert all(v == pytest.approx(0.03, rel=1e-12) for v in bins.values())
+
+
+def test_mediapipe_regions_contain_their_corner_points():
+    from facebench.metrics.landmarks import _PAIRS, REGIONS, region_nme
+
+    for scheme in ("mediapipe468", "mediapipe478"):
+        for name, (points, corners) in REGIONS[scheme].items():
+            i, j = _PAIRS[scheme][corners]
+            assert i in points and j in points, (scheme, name)
+    gt = np.random.default_rng(4).uniform(0, 100, size=(3, 478, 2))
+    moved = gt.copy()
+    moved[:, list(REGIONS["mediapipe478"]["lips"][0])] += [3.0, 4.0]  # lips only, by 5 px
+    corners = np.linalg.norm(gt[:, 61] - gt[:, 291], axis=1)
+    assert np.allclose(region_nme(moved, gt, "mediapipe478", "lips"), 5.0 / corners)
+    assert np.allclose(region_nme(moved, gt, "mediapipe478", "eyes"), 0.0)

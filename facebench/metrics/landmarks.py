@@ -18,9 +18,12 @@ Pure numpy functions over arrays of shape (F, N, 2): F faces, N points, (x, y).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy.integrate import simpson
+
+from facebench.schemes import MEDIAPIPE_LEFT_EYE, MEDIAPIPE_LIPS, MEDIAPIPE_RIGHT_EYE
 
 # Per scheme: named index pairs (distance between two points) and centres
 # (distance between the means of two point groups). 0-based indices.
@@ -42,7 +45,14 @@ BOX_NORMALISERS = ("box", "box-mean-side", "box-diagonal")
 
 # Regions for region errors (the Attention Mesh table): the points compared
 # and the corner pair that normalises them. "eyes" averages both eyes.
-REGIONS: dict[str, dict[str, tuple[range, str]]] = {
+# The Attention Mesh table's regions: lips, and each eye's contour (16 points
+# on the mesh, 6 on iBUG-68, 8 on WFLW), each normalised by its corner distance.
+_MP_REGIONS = {"lips": (MEDIAPIPE_LIPS, "mouth-corners"),
+               "right-eye": (MEDIAPIPE_RIGHT_EYE[:16], "right-eye-corners"),
+               "left-eye": (MEDIAPIPE_LEFT_EYE[:16], "left-eye-corners")}
+REGIONS: dict[str, dict[str, tuple[Sequence[int], str]]] = {
+    "mediapipe468": _MP_REGIONS,
+    "mediapipe478": _MP_REGIONS,
     "ibug68": {"lips": (range(48, 68), "mouth-corners"),
                "right-eye": (range(36, 42), "right-eye-corners"),
                "left-eye": (range(42, 48), "left-eye-corners")},
