@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # MediaPipe mesh regions, in the order Attention Mesh's region heads emit them
 # (they are its Landmarks2TransformMatrix subsets; a test reads them back from
 # the model file). The first 16 points of an eye list are its contour.

@@ -17,8 +17,8 @@ Pure numpy functions over arrays of shape (F, N, 2): F faces, N points, (x, y).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.integrate import simpson
