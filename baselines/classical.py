@@ -20,15 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from facebench.adapter import Adapter
+from facebench.adapter import Adapter, object_input
 from facebench.assets import asset_path
 from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample
-
-
-def _holder(value) -> np.ndarray:
-    out = np.empty((), dtype=object)
-    out[()] = value
-    return out
 
 
 def _import(module: str, extra: str):
@@ -54,7 +48,7 @@ class DlibHog(Adapter):
         return {"runtime": "dlib", "version": dlib.__version__}
 
     def preprocess(self, sample: Sample, face_box: Box | None = None) -> tuple[dict[str, np.ndarray], Any]:
-        return {"image": _holder(np.ascontiguousarray(sample.image()))}, None
+        return {"image": object_input(np.ascontiguousarray(sample.image()))}, None
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(inputs["image"]), dtype=object)
@@ -92,7 +86,7 @@ class Dlib68(Adapter):
         if box is None:
             box = Box(-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5)
         rect = np.array([round(box.x0 + 0.5), round(box.y0 + 0.5), round(box.x1 - 0.5), round(box.y1 - 0.5)])
-        return {"image": _holder(image), "rect": rect}, None
+        return {"image": object_input(image), "rect": rect}, None
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         points = []
@@ -130,7 +124,7 @@ class OpenCVHaar(Adapter):
 
     def preprocess(self, sample: Sample, face_box: Box | None = None) -> tuple[dict[str, np.ndarray], Any]:
         gray = self._cv2.cvtColor(np.ascontiguousarray(sample.image()), self._cv2.COLOR_RGB2GRAY)
-        return {"image": _holder(gray)}, None
+        return {"image": object_input(gray)}, None
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         o = self.card.options

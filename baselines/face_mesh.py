@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from facebench.adapter import Adapter
+from facebench.adapter import Adapter, object_input
 from facebench.assets import asset_path
 from facebench.imaging import apply_affine, warp_affine
 from facebench.runtimes import open_session
@@ -135,13 +135,6 @@ def clip_face(face: Box | Detection | None, width: int, height: int) -> tuple[Bo
 def crop(image: np.ndarray, rect: RotatedRect, size: int) -> np.ndarray:
     """A size x size float32 crop in [0, 1], edges replicated (MediaPipe's landmark crops)."""
     return warp_affine(image, rect.sampling_matrix(size), (size, size), border="replicate") / 255.0
-
-
-def _image_holder(image: np.ndarray) -> np.ndarray:
-    """A 0-d object array: lets the whole image travel in a batch of inputs."""
-    holder = np.empty((), dtype=object)
-    holder[()] = image
-    return holder
 
 
 def _mesh_card(name, scheme, macs, artifacts, description, **options) -> ModelCard:
@@ -283,7 +276,7 @@ class MeshIrisCascade(FaceMesh):
 
     def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
         image, rect, warning = self._region(sample, face_box)
-        inputs = {self._input: crop(image, rect, MESH_SIZE), "image": _image_holder(image),
+        inputs = {self._input: crop(image, rect, MESH_SIZE), "image": object_input(image),
                   "rect": np.array([rect.cx, rect.cy, rect.side, rect.rotation])}
         return inputs, CropContext(rect, warning)
 

@@ -26,7 +26,7 @@ import numpy as np
 from facebench.datasets import load_dataset
 from facebench.metrics.detection import box_iou
 from facebench.metrics.landmarks import nme, normaliser
-from facebench.predict import load_model
+from facebench.predict import load_model, predict_one
 from facebench.schemes import convert, shared_points
 from facebench.types import Sample
 
@@ -35,9 +35,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _run(adapter, sample, face=None):
-    inputs, context = adapter.preprocess(sample, face)
-    outputs = adapter.forward({k: np.stack([np.asarray(v)]) for k, v in inputs.items()})
-    return adapter.postprocess({k: v[0] for k, v in outputs.items()}, context)
+    return predict_one(adapter, sample, face)[0]
 
 
 def per_image_nme(model: str, samples: list[Sample], norm: str) -> list[tuple[str, float | None]]:

@@ -50,6 +50,14 @@ class Adapter(abc.ABC):
         ...
 
 
+def object_input(value: Any) -> np.ndarray:
+    """A 0-d object array holding ``value``: lets a whole image (any size) travel
+    in a batch of inputs, which the harness stacks into a (batch,) object array."""
+    holder = np.empty((), dtype=object)
+    holder[()] = value
+    return holder
+
+
 def check_prediction(prediction: Any, card: ModelCard) -> None:
     """Raise ValueError unless ``prediction`` is finite and fits the card."""
     if not isinstance(prediction, Prediction):

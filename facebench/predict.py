@@ -20,7 +20,7 @@ from facebench import registry
 from facebench.adapter import Adapter, check_prediction
 from facebench.imaging import ImageError, read_image
 from facebench.report import write_atomic
-from facebench.types import Detection, Sample
+from facebench.types import Detection, Prediction, Sample
 
 
 @dataclass
@@ -46,7 +46,8 @@ class ImageResult:
                 "warnings": self.warnings, "error": self.error}
 
 
-def _run_one(adapter: Adapter, sample: Sample, face=None):
+def predict_one(adapter: Adapter, sample: Sample, face=None) -> tuple[Prediction, str | None]:
+    """One sample (or one face of it) through the four methods; the prediction and any crop warning."""
     inputs, context = adapter.preprocess(sample, face)
     outputs = adapter.forward({k: np.stack([np.asarray(v)]) for k, v in inputs.items()})
     prediction = adapter.postprocess({k: v[0] for k, v in outputs.items()}, context)
@@ -87,11 +88,11 @@ def predict_images(model: str, paths: Sequence[str | Path], detector: str | None
         result.height, result.width = image.shape[:2]
         sample = Sample(Path(path).name, lambda image=image: image)
         try:
-            found, _ = _run_one(finder, sample)
+            found, _ = predict_one(finder, sample)
             result.detections = list(found.detections)
             if adapter is not finder:
                 for det in result.detections:
-                    prediction, warning = _run_one(adapter, sample, det)
+                    prediction, warning = predict_one(adapter, sample, det)
                     result.landmarks.append(prediction.landmarks.points)
                     if warning:
                         result.warnings.append(warning)
