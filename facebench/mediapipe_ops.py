@@ -202,31 +202,18 @@ def _library():
 # ---------------------------------------------------------- op definitions
 
 
-def _out_shape_matrix(inputs, options):
-    return (1, 4, 4)
-
-
-def _out_shape_same(inputs, options):
-    return inputs[0].shape
-
-
-def _run_matrix(inputs, options):
-    return landmarks_to_transform_matrix(inputs[0], options)
-
-
-def _run_bilinear(inputs, options, out_shape):
-    return transform_tensor_bilinear(inputs[0], inputs[1], out_shape[1], out_shape[2])
-
-
-def _run_landmarks(inputs, options):
-    return transform_landmarks(inputs[0], inputs[1])
-
-
-# name -> (version, number of inputs, output shape from inputs or None to keep the model's, kernel)
+# name -> (version, number of inputs, output shape from the input shapes (None: keep the
+# model's), kernel(inputs, options, output shape) -> output)
 OPS: dict[str, tuple[int, int, Callable | None, Callable]] = {
-    "Landmarks2TransformMatrix": (2, 1, _out_shape_matrix, _run_matrix),
-    "TransformTensorBilinear": (2, 2, None, _run_bilinear),
-    "TransformLandmarks": (2, 2, _out_shape_same, _run_landmarks),
+    "Landmarks2TransformMatrix": (
+        2, 1, lambda shapes: (1, 4, 4),
+        lambda inputs, options, shape: landmarks_to_transform_matrix(inputs[0], options)),
+    "TransformTensorBilinear": (
+        2, 2, None,
+        lambda inputs, options, shape: transform_tensor_bilinear(inputs[0], inputs[1], shape[1], shape[2])),
+    "TransformLandmarks": (
+        2, 2, lambda shapes: shapes[0],
+        lambda inputs, options, shape: transform_landmarks(inputs[0], inputs[1])),
 }
 
 
@@ -255,11 +242,12 @@ class MediaPipeOps:
         self.calls: dict[str, int] = defaultdict(int)
         self.last_error: str | None = None
         self._options: dict[int, dict] = {}
-        self._views: dict[int, tuple] = {}  # node address -> (input arrays, output array), set in prepare
+        # node address -> (input arrays, output array, options), mapped on the first
+        # invoke after each prepare (tensors move when the interpreter reallocates)
+        self._views: dict[int, tuple] = {}
         self._handles = itertools.count(1)
         self._keep: list[Any] = []
         self._lib = None
-        self._names_checked = False
 
     def reset_timing(self) -> None:
         self.seconds.clear()
@@ -275,7 +263,7 @@ class MediaPipeOps:
         self._int_array_create = self._lib["TfLiteIntArrayCreate"]
         self._int_array_create.argtypes = [ctypes.c_int]
         self._int_array_create.restype = ctypes.c_void_p
-        for name, (version, n_inputs, out_shape, kernel) in OPS.items():
+        for name, (version, *_) in OPS.items():
             callbacks = (
                 _INIT(self._init),
                 _FREE(self._free),
@@ -335,14 +323,14 @@ class MediaPipeOps:
         return ctx, options, inputs, outputs[0]
 
     def _prepare(self, context, node_ptr, name):
-        ctx, options, inputs, output = self._node(context, node_ptr, name)
+        ctx, _options, inputs, output = self._node(context, node_ptr, name)
         for t in (*inputs, output):
             if t.type != _FLOAT32:
                 raise TypeError(f"tensor {t.name!r} has type {t.type}, expected float32")
-        self._views.pop(node_ptr, None)  # tensors move when the interpreter reallocates
+        self._views.pop(node_ptr, None)
         out_shape = OPS[name][2]
         if out_shape is not None:
-            shape = out_shape([np.empty(_ints(t.dims), dtype=np.uint8) for t in inputs], options)
+            shape = out_shape([tuple(_ints(t.dims)) for t in inputs])
             dims = self._int_array_create(len(shape))
             (ctypes.c_int * len(shape)).from_address(dims + ctypes.sizeof(ctypes.c_int))[:] = list(shape)
             return ctx.resize_tensor(context, ctypes.addressof(output), dims)
@@ -356,9 +344,7 @@ class MediaPipeOps:
             views = ([self._array(t) for t in inputs], self._array(output), options)
             self._views[node_ptr] = views
         arrays, target, options = views
-        kernel = OPS[name][3]
-        result = kernel(arrays, options, target.shape) if name == "TransformTensorBilinear" else kernel(arrays, options)
-        target[...] = result.reshape(target.shape)
+        target[...] = OPS[name][3](arrays, options, target.shape).reshape(target.shape)
         self.seconds[name] += time.perf_counter() - start
         self.calls[name] += 1
         return _K_OK
