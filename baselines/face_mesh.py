@@ -45,7 +45,7 @@ from facebench.runtimes import open_session
 from facebench.schemes import MEDIAPIPE_LEFT_EYE as LEFT_EYE
 from facebench.schemes import MEDIAPIPE_LIPS as LIPS
 from facebench.schemes import MEDIAPIPE_RIGHT_EYE as RIGHT_EYE
-from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample
+from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample, StageOutput
 
 # Region index lists of the 478-point topology (defined in facebench.schemes):
 # lips, the image-left eye (the subject's right, corners 33 and 133) and the
@@ -330,3 +330,74 @@ class MeshIrisCascade(FaceMesh):
             points[list(iris), :2] = centre[:, :2]
             points[list(iris), 2] = points[list(eye[:EYE_CONTOUR]), 2].mean()
         return Prediction(landmarks=Landmarks(points, self.card.scheme))
+
+
+def region_from_mesh(points: np.ndarray, scale: float = 1.5) -> RotatedRect:
+    """MediaPipe's tracking ROI from a mesh (``face_landmark_landmarks_to_roi``): the
+    landmarks' bounding box, square on its long side, scaled, rotated by the line
+    from point 33 to point 263 (the outer eye corners)."""
+    points = np.asarray(points, dtype=np.float64)[:, :2]
+    return region_from_face(Detection(Box.around(points), 1.0, points[[33, 263]]), scale)
+
+
+def crop_shift(a: RotatedRect, b: RotatedRect) -> float:
+    """Mean distance, in image pixels, between the corners of two crop regions."""
+    unit = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=np.float64)
+    return float(np.linalg.norm(apply_affine(a.sampling_matrix(1), unit) - apply_affine(b.sampling_matrix(1), unit),
+                                axis=1).mean())
+
+
+class MeshRefinement(FaceMesh):
+    """Face Mesh run in passes, each on the crop the previous pass's landmarks give.
+
+    This is how MediaPipe tracks a face across video frames, applied to one
+    image: pass 1 crops from the face box; pass k + 1 crops from pass k's
+    mesh. The remaining-error estimate after a pass needs no ground truth and
+    costs nothing: how far the crop its mesh asks for lies from the crop it
+    ran on (mean corner distance over the inter-ocular distance 33-263). A
+    pass that ran on the crop its own output implies has little left to fix.
+    """
+
+    PASSES = 3
+    card = _mesh_card(
+        "mesh-refinement", "mediapipe468",
+        {f"pass{k + 1}": 34_979_040 for k in range(PASSES)},
+        {"tflite": "face_landmark.tflite"},
+        "Face Mesh in 3 passes, each on the crop recomputed from the previous pass's landmarks "
+        "(MediaPipe's tracking ROI); a cascade for the early-exit protocol",
+        passes=PASSES, operating_points=[0.05, 0.1, 0.2], early_exit=True,
+        estimate="mean corner distance between the crop a pass ran on and the crop its mesh implies, "
+                 "over the inter-ocular distance (points 33-263)",
+        onnx="no: see face-mesh",
+    )
+
+    def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
+        image, rect, warning = self._region(sample, face_box)
+        inputs = {self._input: crop(image, rect, MESH_SIZE), "image": object_input(image),
+                  "rect": np.array([rect.cx, rect.cy, rect.side, rect.rotation])}
+        return inputs, CropContext(rect, warning)
+
+    def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n, passes = len(inputs["image"]), self.card.options["passes"]
+        rects = [RotatedRect(*r) for r in inputs["rect"]]
+        crops = inputs[self._input]
+        meshes = np.zeros((n, passes, 468, 3))
+        used = np.zeros((n, passes, 4))
+        for k in range(passes):
+            out = self.session.run({self._input: crops})
+            for i in range(n):
+                meshes[i, k] = rects[i].to_image(self.mesh_points({name: v[i] for name, v in out.items()}), MESH_SIZE)
+                used[i, k] = [rects[i].cx, rects[i].cy, rects[i].side, rects[i].rotation]
+            if k + 1 < passes:
+                rects = [region_from_mesh(meshes[i, k], self.card.options["roi_scale"]) for i in range(n)]
+                crops = np.stack([crop(image, rect, MESH_SIZE) for image, rect in zip(inputs["image"], rects)])
+        return {"meshes": meshes, "rects": used}
+
+    def postprocess(self, outputs: dict[str, np.ndarray], context: CropContext) -> Prediction:
+        stages = []
+        for mesh, rect in zip(outputs["meshes"], outputs["rects"]):
+            iod = max(float(np.linalg.norm(mesh[33, :2] - mesh[263, :2])), 1e-9)
+            implied = region_from_mesh(mesh, self.card.options["roi_scale"])
+            estimate = crop_shift(RotatedRect(*rect), implied) / iod
+            stages.append(StageOutput(Landmarks(mesh, self.card.scheme), estimate))
+        return Prediction(landmarks=stages[-1].landmarks, stages=tuple(stages))

@@ -96,9 +96,9 @@ def assets_verify():
 
 
 @main.command()
-@click.option("--model", "models_", multiple=True,
+@click.option("-m", "--model", "models_", multiple=True,
               help="Registered name, module:Class or path/to/file.py:Class (repeatable; default: all registered).")
-@click.option("--protocol", "protocols_", multiple=True,
+@click.option("-p", "--protocol", "protocols_", multiple=True,
               help="Protocol id or .toml file (repeatable; default: every protocol on embedded data).")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset folder for protocols on non-embedded data.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
@@ -114,7 +114,7 @@ def assets_verify():
 @click.option("--skip-bad", is_flag=True, help="Skip bad annotation files or lines (counted and listed) instead of stopping.")
 def run(models_, protocols_, root, store, out, force, runtime, threads, batch_size, workers, no_progress, skip_bad):
     """Evaluate models on protocols and write the leaderboard."""
-    from facebench.evaluate import evaluate
+    from facebench.evaluate import UntrainedModelError, evaluate
     from facebench.report import render_markdown, row, write_reports
     from facebench.store import Store
 
@@ -135,6 +135,11 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
             for protocol in chosen:
                 if protocol.task != adapter_cls.card.task:
                     continue
+                if protocol.metric == "early_exit" and not adapter_cls.card.options.get("early_exit"):
+                    if models_:  # asked for by name: say why nothing happens
+                        click.echo(f"skip {protocol.id} for {adapter_cls.card.name}: not a cascade that reports "
+                                   f"a prediction and an error estimate per stage", err=True)
+                    continue
                 if not is_embedded(protocol.dataset) and root is None:
                     click.echo(f"skip {protocol.id}: dataset {protocol.dataset} is not embedded; "
                                f"pass --root with your copy", err=True)
@@ -143,6 +148,9 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
                     result = evaluate(adapter_cls, protocol, db, root=root, force=force, runtime=runtime,
                                       threads=threads, batch_size=batch_size, workers=workers,
                                       progress=not no_progress, skip_bad=skip_bad)
+                except UntrainedModelError as exc:
+                    click.echo(f"skip {adapter_cls.card.name}: {exc}", err=True)
+                    break
                 except ImportError as exc:  # an optional extra that is not installed
                     click.echo(f"skip {adapter_cls.card.name}: {exc}", err=True)
                     break
@@ -159,6 +167,11 @@ def run(models_, protocols_, root, store, out, force, runtime, threads, batch_si
                                     for k, v in result.run.metrics.items())
                 note = " (stored result reused; --force recomputes)" if result.reused else ""
                 click.echo(f"{adapter_cls.card.name} on {protocol.id}: {metrics}{note}", err=True)
+                if protocol.metric == "early_exit":
+                    from facebench.early_exit_report import write_early_exit
+
+                    paths = write_early_exit(out, protocol, result.run, db.item_metrics(result.run.key))
+                    click.echo(f"  curves and plot: {paths[0]}, {paths[1]}", err=True)
                 for key, message in result.failures:
                     click.echo(f"  failed {key}: {message}", err=True)
                 for message in result.skipped:

@@ -24,6 +24,10 @@ from facebench.store import Run, Store, run_key
 from facebench.types import Sample
 
 
+class UntrainedModelError(ValueError):
+    """A model whose card says its weights are random was asked for accuracy."""
+
+
 @dataclass
 class Evaluation:
     run: Run
@@ -64,6 +68,9 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
              threads: int = 1, batch_size: int = 8, workers: int = 2, progress: bool = True,
              skip_bad: bool = False) -> Evaluation:
     card = adapter_cls.card
+    if card.options.get("untrained"):
+        raise UntrainedModelError(f"{card.name} has untrained (random) weights: it is for cost and latency only, "
+                                  "and no accuracy is reported for it; give it a trained checkpoint")
     if card.task != protocol.task:
         raise ValueError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
     skipped: list[str] = []
@@ -98,7 +105,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     results = {r.key: r for r in store.items(key)}
     predictions = {k: r.prediction for k, r in results.items()}
     failures = [(r.key, r.error) for r in results.values() if r.error]
-    metrics, per_item = score(protocol, samples, predictions)
+    metrics, per_item = score(protocol, samples, predictions, card)
     metrics["failures"] = len(failures)
     store.complete_run(key, metrics, per_item, len(items), len(failures))
     return Evaluation(store.get_run(key), False, failures, skipped)

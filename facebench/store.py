@@ -132,6 +132,12 @@ class Store:
         return [ItemResult(item, None if pred is None else decode_prediction(json.loads(pred)), error, pre, fwd, post)
                 for item, error, pred, pre, fwd, post in rows]
 
+    def item_metrics(self, key: str) -> dict[str, dict]:
+        """Each scored item's own numbers, as the protocol's scorer stored them."""
+        rows = self._db.execute("SELECT item, item_metrics FROM items WHERE run_key = ? AND item_metrics IS NOT NULL",
+                                (key,))
+        return {item: json.loads(m) for item, m in rows}
+
     def item_keys(self, key: str) -> set[str]:
         return {item for (item,) in self._db.execute("SELECT item FROM items WHERE run_key = ?", (key,))}
 

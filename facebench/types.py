@@ -139,7 +139,11 @@ class ModelCard:
     network (a Haar cascade, regression trees) leaves it empty and says what
     it costs instead in ``options["cost"]``. ``artifacts`` maps a format
     (``tflite``, ``onnx``, ...) to an asset name or a file path. An input size
-    of -1 means the model takes whole images of any size.
+    of -1 means the model takes whole images of any size. Options the
+    harness reads: ``untrained`` (random weights: never scored for accuracy),
+    ``early_exit`` (a cascade whose predictions carry every stage with an
+    error estimate), ``stage_operations`` and ``operating_points`` (see
+    :func:`facebench.scoring.score_early_exit`).
     """
 
     name: str

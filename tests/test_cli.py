@@ -38,7 +38,11 @@ def test_run_writes_the_leaderboard_and_reuses_results(pulled_assets, tmp_path):
     cells = {(r["model"], r["protocol"]): r["failures"] for r in results}
     # every registered model on the embedded protocols of its task, none failing
     assert set(cells) == {(m, "mini-ap50") for m in ("blazeface-short", "blazeface-full", "dlib-hog", "opencv-haar")} | {
-        (m, "mini-nme") for m in ("face-mesh", "mesh-iris-cascade", "attention-mesh", "dlib-68")}
+        (m, "mini-nme") for m in ("face-mesh", "mesh-iris-cascade", "attention-mesh", "dlib-68", "mesh-refinement",
+                                  "ert-68")} | {(m, "early-exit-mini") for m in ("mesh-refinement", "ert-68")}
+    # the untrained MuSiCa and PRNet models are never scored for accuracy
+    assert "skip musica-68x68: musica-68x68 has untrained (random) weights" in first.output
+    assert (out / "early-exit" / "early-exit-mini--ert-68.png").read_bytes()[:4] == b"\x89PNG"
     assert set(cells.values()) == {0}
     assert (out / "leaderboard.md").read_text().startswith("# facebench leaderboard")
     second = CliRunner().invoke(main, args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from facebench import registry
 from facebench.adapter import check_prediction
@@ -45,7 +46,12 @@ def test_card_macs_match_the_graph(name, pulled_assets):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_prediction_on_a_real_photo(name, mini_samples):
+def test_prediction_on_a_real_photo(name, mini_samples, monkeypatch):
+    if name == "prnet":  # the user brings PRNet's UV index file; the real one is in ../shared
+        uv = SHARED / "prnet-uv" / "uv_kpt_ind.txt"
+        if not uv.is_file():
+            pytest.skip(f"{uv} not present")
+        monkeypatch.setenv("FACEBENCH_PRNET_UV", str(uv))
     adapter_cls = registry.resolve(name)
     adapter = adapter_cls()
     try:

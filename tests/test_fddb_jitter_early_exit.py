@@ -113,10 +113,8 @@ def test_sweep_equals_brute_force(seed):
     assert list(df.columns) == COLUMNS
     model = df[df.method == "model"]
     assert len(model) == len(np.unique(estimate)) + 1  # every distinct estimate, plus infinity
-    for method, errors in (("model", estimate), ("oracle", nme)):
-        rows = df[df.method == method]
-        for row in rows.itertuples():
-            stop = stop_stage(errors, row.threshold)
+    for row in model.itertuples():
+            stop = stop_stage(estimate, row.threshold)
             faces = np.arange(len(nme))
             assert row.nme == pytest.approx(nme[faces, stop].mean(), rel=1e-12)
             assert row.macs == pytest.approx(np.cumsum(macs)[stop].mean(), rel=1e-12)
@@ -124,6 +122,28 @@ def test_sweep_equals_brute_force(seed):
             assert row.failures == (estimate[faces, stop] > 0.07).sum()
     ends = model.iloc[[0, -1]]
     assert ends.stages.tolist() == [3.0, 1.0]  # lowest threshold: nobody stops early; infinity: all stop at once
+
+
+def _oracle_at(df, macs):
+    oracle = df[df.method == "oracle"].sort_values("macs")
+    return np.interp(macs, oracle.macs, oracle.nme)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_oracle_is_the_lower_hull_of_every_stop_assignment(seed):
+    rng = np.random.default_rng(seed)
+    nme = rng.uniform(0.01, 0.1, (5, 3))  # errors may rise along the cascade
+    macs = np.array([1.0, 2.0, 3.0])
+    df = early_exit_curves(nme, rng.uniform(0, 0.1, (5, 3)), macs, repeats=2)
+    cost = np.cumsum(macs)
+    grid = np.array(np.meshgrid(*[range(3)] * 5, indexing="ij")).reshape(5, -1).T  # all 3**5 assignments
+    points_nme = nme[np.arange(5), grid].mean(axis=1)
+    points_macs = cost[grid].mean(axis=1)
+    oracle = df[df.method == "oracle"]
+    # every vertex is achievable, and no assignment lies below the curve
+    assert all(np.any(np.isclose(points_macs, r.macs) & np.isclose(points_nme, r.nme)) for r in oracle.itertuples())
+    assert np.all(points_nme >= _oracle_at(df, points_macs) - 1e-12)
+    assert oracle.nme.min() == pytest.approx(nme.min(axis=1).mean())
 
 
 def test_random_baseline_keeps_stage_counts_and_matches_its_expectation():
@@ -140,6 +160,7 @@ def test_random_baseline_keeps_stage_counts_and_matches_its_expectation():
     # a useful estimate beats random assignment at the same cost, and the oracle beats both
     mid = model.index[(model.stages > 1.3) & (model.stages < 2.7)]
     assert np.all(model.nme[mid] <= random.nme[mid] + 1e-12)
+    assert np.all(_oracle_at(df, model.macs) <= model.nme + 1e-12)
     again = early_exit_curves(nme, estimate, macs, repeats=200, seed=1)
     assert again.equals(df)  # seeded
 
