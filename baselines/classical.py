@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from facebench.adapter import Adapter, object_input
+from facebench.adapter import Adapter, face_region, object_input
 from facebench.assets import asset_path
 from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample
 
@@ -82,9 +82,7 @@ class Dlib68(Adapter):
 
     def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
         image = np.ascontiguousarray(sample.image())
-        box = face_box.box if isinstance(face_box, Detection) else face_box
-        if box is None:
-            box = Box(-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5)
+        box = face_region(face_box, image)
         rect = np.array([round(box.x0 + 0.5), round(box.y0 + 0.5), round(box.x1 - 0.5), round(box.y1 - 0.5)])
         return {"image": object_input(image), "rect": rect}, None
 

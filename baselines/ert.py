@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from facebench.adapter import Adapter, object_input
+from facebench.adapter import Adapter, face_region, object_input
 from facebench.assets import asset_path, sha256_file
 from facebench.dlib_serial import DlibFormatError, Reader
 from facebench.paths import assets_dir
@@ -292,12 +292,8 @@ class ErtCascade(Adapter):
 
     def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
         image = sample.image()
-        if isinstance(face_box, Detection):
-            box = face_box.box
-        elif face_box is not None:
-            box = detector_like(face_box)
-        else:
-            box = Box(-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5)
+        # a detection is used as it is; a plain box is a tight landmark box, moved
+        box = detector_like(face_box) if isinstance(face_box, Box) else face_region(face_box, image)
         return {"grey": object_input(intensity(image)), "rect": dlib_rect(box)}, None
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

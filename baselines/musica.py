@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from facebench.adapter import Adapter
+from facebench.adapter import Adapter, face_region
 from facebench.graph import Graph
 from facebench.imaging import warp_affine
 from facebench.types import (
@@ -228,9 +228,7 @@ class Musica(Adapter):
 
     def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
         image = sample.image()
-        box = face_box.box if isinstance(face_box, Detection) else face_box
-        if box is None:
-            box = Box(-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5)
+        box = face_region(face_box, image)
         side = max(box.width, box.height) * 1.2
         cx, cy = box.center
         frame = FaceFrame(cx - side / 2, cy - side / 2, side)

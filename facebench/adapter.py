@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from facebench.schemes import scheme_size
-from facebench.types import Box, ModelCard, Prediction, Sample
+from facebench.types import Box, Detection, ModelCard, Prediction, Sample
 
 
 class Adapter(abc.ABC):
@@ -56,6 +56,16 @@ def object_input(value: Any) -> np.ndarray:
     holder = np.empty((), dtype=object)
     holder[()] = value
     return holder
+
+
+def face_region(face_box: Box | Detection | None, image: np.ndarray) -> Box:
+    """The box a landmark model works from: a detection's box, the given box, or
+    (no box) the whole image."""
+    if isinstance(face_box, Detection):
+        return face_box.box
+    if face_box is None:
+        return Box(-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5)
+    return face_box
 
 
 def check_prediction(prediction: Any, card: ModelCard) -> None:
