@@ -23,6 +23,7 @@ settled.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,6 @@ def read_shape_predictor(path: str | Path, cache: bool = True) -> ShapePredictor
             return ShapePredictor(**{k: data[k] for k in data.files})
     model = _parse(Reader.open(path))
     if cached is not None:
-        import io
-
         buffer = io.BytesIO()
         np.savez(buffer, **vars(model))
         write_atomic(cached, buffer.getvalue())

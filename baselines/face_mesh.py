@@ -190,6 +190,13 @@ class FaceMesh(Adapter):
         image, rect, warning = self._region(sample, face_box)
         return {self._input: crop(image, rect, MESH_SIZE)}, CropContext(rect, warning)
 
+    def preprocess_with_image(self, sample: Sample, face_box: Box | Detection | None = None):
+        """The crop plus the whole image and the crop region, for cascades that crop again in ``forward``."""
+        image, rect, warning = self._region(sample, face_box)
+        inputs = {self._input: crop(image, rect, MESH_SIZE), "image": object_input(image),
+                  "rect": np.array([rect.cx, rect.cy, rect.side, rect.rotation])}
+        return inputs, CropContext(rect, warning)
+
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.session.run(inputs)
 
@@ -274,11 +281,7 @@ class MeshIrisCascade(FaceMesh):
         self.phase_seconds = {"mesh": 0.0, "eye-crops": 0.0, "iris": 0.0}
         return info
 
-    def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
-        image, rect, warning = self._region(sample, face_box)
-        inputs = {self._input: crop(image, rect, MESH_SIZE), "image": object_input(image),
-                  "rect": np.array([rect.cx, rect.cy, rect.side, rect.rotation])}
-        return inputs, CropContext(rect, warning)
+    preprocess = FaceMesh.preprocess_with_image
 
     def eye_regions(self, mesh_image: np.ndarray) -> tuple[RotatedRect, RotatedRect]:
         """Crops for the image-left (subject's right) and the subject's left eye, from the mesh."""
@@ -371,11 +374,7 @@ class MeshRefinement(FaceMesh):
         onnx="no: see face-mesh",
     )
 
-    def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
-        image, rect, warning = self._region(sample, face_box)
-        inputs = {self._input: crop(image, rect, MESH_SIZE), "image": object_input(image),
-                  "rect": np.array([rect.cx, rect.cy, rect.side, rect.rotation])}
-        return inputs, CropContext(rect, warning)
+    preprocess = FaceMesh.preprocess_with_image
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n, passes = len(inputs["image"]), self.card.options["passes"]

@@ -57,10 +57,6 @@ class Reader:
         self.pos = end
         return -value if control & 0x80 else value
 
-    def float(self) -> float:
-        mantissa = self.int()
-        return float(np.ldexp(float(mantissa), self.int()))
-
     def many(self, count: int) -> np.ndarray:
         """The next ``count`` integers as int64, read in one vectorised pass."""
         if count == 0:

@@ -142,12 +142,11 @@ class Graph:
         return self.reshape(patches, [-1, 1, size, size])
 
     def to_onnx(self):
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper, numpy_helper
 
         def info(t: Tensor):
-            dtype = helper.np_dtype_to_tensor_dtype(t.value.dtype) if hasattr(helper, "np_dtype_to_tensor_dtype") \
-                else TensorProto.FLOAT
-            return helper.make_tensor_value_info(t.name, dtype, list(t.value.shape))
+            return helper.make_tensor_value_info(t.name, helper.np_dtype_to_tensor_dtype(t.value.dtype),
+                                                 list(t.value.shape))
 
         graph = helper.make_graph(self.nodes, self.name, [info(t) for t in self.inputs], [info(t) for t in self.outputs],
                                   [numpy_helper.from_array(v, k) for k, v in self.initializers.items()])
