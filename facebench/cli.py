@@ -48,17 +48,26 @@ def models(as_json):
 
 
 @main.command("protocols")
+@click.option("--root", "roots", multiple=True, help="As for run: NAME=PATH or PATH, to check availability.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def protocols_cmd(as_json):
-    """List the protocols shipped in protocols/."""
+def protocols_cmd(roots, as_json):
+    """List the protocols shipped in protocols/, and whether each one's dataset is here."""
+    from facebench.datasets import parse_roots, root_for, unavailable
+
+    root_map = parse_roots(roots)
     found = builtin_protocols()
+    status = {p.id: unavailable(p.dataset, p.split, root_for(p.dataset, root_map), p.root) for p in found.values()}
     if as_json:
-        click.echo(json.dumps([{**vars(p), "columns": list(p.columns), "embedded": is_embedded(p.dataset)}
+        click.echo(json.dumps([{**{k: v for k, v in vars(p).items() if k != "face_box"}, "columns": list(p.columns),
+                                "face_box": vars(p.face_box), "embedded": is_embedded(p.dataset),
+                                "available": status[p.id] is None, "unavailable": status[p.id]}
                                for p in found.values()], indent=2))
         return
     for p in found.values():
-        where = "embedded" if is_embedded(p.dataset) else f"needs --root for {p.dataset}"
-        click.echo(f"{p.id:<16} {p.task:<10} {p.metric:<8} {p.content_hash}  {where}  {p.title}")
+        where = "available" if status[p.id] is None else "unavailable"
+        click.echo(f"{p.id:<22} {p.task:<10} {p.metric:<11} {p.content_hash}  {where:<11}  {p.title}")
+        if status[p.id]:
+            click.echo(f"{'':<22} {status[p.id]}")
 
 
 @main.group()
@@ -99,91 +108,162 @@ def assets_verify():
 @click.option("-m", "--model", "models_", multiple=True,
               help="Registered name, module:Class or path/to/file.py:Class (repeatable; default: all registered).")
 @click.option("-p", "--protocol", "protocols_", multiple=True,
-              help="Protocol id or .toml file (repeatable; default: every protocol on embedded data).")
-@click.option("--root", type=click.Path(path_type=Path), help="Dataset folder for protocols on non-embedded data.")
+              help="Protocol id or .toml file (repeatable; default: every protocol whose dataset is here).")
+@click.option("--root", "roots", multiple=True,
+              help="Dataset folder: NAME=PATH for one dataset (repeatable), or PATH for all; "
+                   "default $FACEBENCH_DATA/NAME.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Results store (SQLite). Default: $FACEBENCH_HOME/results.sqlite or the user data dir.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
-              help="Where leaderboard.md and results.json are written.")
+              help="Where the report (index.html, figures, leaderboard.md/.csv, results.json) is written.")
 @click.option("--force", is_flag=True, help="Recompute even when a stored result matches.")
 @click.option("--runtime", type=click.Choice(["tflite", "onnxruntime"]), default=None)
 @click.option("--threads", default=1, show_default=True, help="Runtime threads per session.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Threads for pre/post-processing.")
+@click.option("-j", "--jobs", default=1, show_default=True, help="Cells (model x protocol) run in parallel processes.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--skip-bad", is_flag=True, help="Skip bad annotation files or lines (counted and listed) instead of stopping.")
-def run(models_, protocols_, root, store, out, force, runtime, threads, batch_size, workers, no_progress, skip_bad):
-    """Evaluate models on protocols and write the leaderboard."""
-    from facebench.evaluate import UntrainedModelError, evaluate
-    from facebench.report import render_markdown, row, write_reports
-    from facebench.store import Store
+@click.option("--no-report", is_flag=True, help="Do not write the HTML report at the end.")
+def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_size, workers, jobs, no_progress,
+        skip_bad, no_report):
+    """Evaluate models on protocols, then write the leaderboard and the report."""
+    from facebench.cells import Cell, Settings, run_cells
+    from facebench.datasets import parse_roots, root_for, unavailable
 
-    if protocols_:
-        chosen = [get_protocol(p) for p in protocols_]
-    else:
-        chosen = list(builtin_protocols().values())
+    try:
+        root_map = parse_roots(roots)
+        chosen = [get_protocol(p) for p in protocols_] if protocols_ else list(builtin_protocols().values())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     names = list(models_) or list(registry.available())
-    errors = 0
-    with Store(store or default_store_path()) as db:
-        for name in names:
-            try:
-                adapter_cls = registry.resolve(name)
-            except registry.RegistryError as exc:
-                click.echo(f"error: {exc}", err=True)
-                errors += 1
+    errors, cells, ready = 0, [], {}
+    for protocol in chosen:
+        root = root_for(protocol.dataset, root_map)
+        reason = unavailable(protocol.dataset, protocol.split, root, protocol.root)
+        if reason:
+            click.echo(f"skip {protocol.id}: {reason}", err=True)
+            errors += bool(protocols_)  # asked for by name: a failure; by default: a note
+            continue
+        ready[protocol.id] = (protocol, root)
+    for name in names:
+        try:
+            card = registry.resolve(name).card
+        except registry.RegistryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            errors += 1
+            continue
+        if card.options.get("untrained"):
+            click.echo(f"skip {card.name}: untrained (random) weights: it is for cost and latency only, "
+                       "and no accuracy is reported for it", err=True)
+            continue
+        for protocol, root in ready.values():
+            if protocol.task not in ("any", card.task):
                 continue
-            for protocol in chosen:
-                if protocol.task != adapter_cls.card.task:
-                    continue
-                if protocol.metric == "early_exit" and not adapter_cls.card.options.get("early_exit"):
-                    if models_:  # asked for by name: say why nothing happens
-                        click.echo(f"skip {protocol.id} for {adapter_cls.card.name}: not a cascade that reports "
-                                   f"a prediction and an error estimate per stage", err=True)
-                    continue
-                if not is_embedded(protocol.dataset) and root is None:
-                    click.echo(f"skip {protocol.id}: dataset {protocol.dataset} is not embedded; "
-                               f"pass --root with your copy", err=True)
-                    continue
-                try:
-                    result = evaluate(adapter_cls, protocol, db, root=root, force=force, runtime=runtime,
-                                      threads=threads, batch_size=batch_size, workers=workers,
-                                      progress=not no_progress, skip_bad=skip_bad)
-                except UntrainedModelError as exc:
-                    click.echo(f"skip {adapter_cls.card.name}: {exc}", err=True)
-                    break
-                except ImportError as exc:  # an optional extra that is not installed
-                    click.echo(f"skip {adapter_cls.card.name}: {exc}", err=True)
-                    break
-                except KeyboardInterrupt:
-                    click.echo(f"\ninterrupted: the finished items of {adapter_cls.card.name} on {protocol.id} "
-                               f"are stored in {db.path}; run the same command again to resume", err=True)
-                    sys.exit(130)
-                except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
-                    click.echo(f"error: {adapter_cls.card.name} on {protocol.id}: {type(exc).__name__}: {exc}",
-                               err=True)
-                    errors += 1
-                    continue
-                metrics = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in result.run.metrics.items())
-                note = " (stored result reused; --force recomputes)" if result.reused else ""
-                click.echo(f"{adapter_cls.card.name} on {protocol.id}: {metrics}{note}", err=True)
-                if protocol.metric == "early_exit":
-                    from facebench.early_exit_report import write_early_exit
+            if protocol.metric == "early_exit" and not card.options.get("early_exit"):
+                if models_:  # asked for by name: say why nothing happens
+                    click.echo(f"skip {protocol.id} for {card.name}: not a cascade that reports "
+                               f"a prediction and an error estimate per stage", err=True)
+                continue
+            cells.append(Cell(name, protocol, root))
+    store_path = store or default_store_path()
+    settings = Settings(force=force, runtime=runtime, threads=threads, batch_size=batch_size, workers=workers,
+                        progress=not no_progress, skip_bad=skip_bad, out=out)
 
-                    paths = write_early_exit(out, protocol, result.run, db.item_metrics(result.run.key))
-                    click.echo(f"  curves and plot: {paths[0]}, {paths[1]}", err=True)
-                for key, message in result.failures:
-                    click.echo(f"  failed {key}: {message}", err=True)
-                for message in result.skipped:
-                    click.echo(f"  skipped bad annotation: {message}", err=True)
-                if result.skipped:
-                    click.echo(f"  {len(result.skipped)} bad annotation entries skipped", err=True)
-        runs = db.runs()
-        md, js = write_reports(out, runs)
-    click.echo(render_markdown([row(r) for r in runs]))
-    click.echo(f"wrote {md} and {js}", err=True)
+    def report(result):
+        for message in result.messages:
+            click.echo(message, err=True)
+
+    try:
+        results = run_cells(cells, store_path, settings, jobs=jobs, report=report)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished items and cells are stored in {store_path}; "
+                   "run the same command again to resume", err=True)
+        sys.exit(130)
+    errors += sum(r.error for r in results)
+    _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]))
     if errors:
         sys.exit(1)
+
+
+def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str) -> None:
+    from facebench.leaderboard import leaderboard_rows, render
+    from facebench.report import write_atomic
+    from facebench.store import Store
+
+    with Store(store_path) as db:
+        rows = leaderboard_rows(db)
+        click.echo(render(rows, "md"))
+        if no_report:
+            write_atomic(out / "leaderboard.md", render(rows, "md"))
+            write_atomic(out / "results.json", render(rows, "json"))
+            click.echo(f"wrote {out / 'leaderboard.md'} and {out / 'results.json'}", err=True)
+            return
+        from facebench.html_report import write_report
+
+        page = write_report(db, out, [command])
+    click.echo(f"report: {page}", err=True)
+
+
+@main.command()
+@click.option("-p", "--protocol", "protocol", default=None, help="Only this protocol's rows.")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html"]), default="md", show_default=True)
+@click.option("--no-reported", is_flag=True, help="Leave out the rows reported in papers.")
+@click.option("--store", type=click.Path(path_type=Path), default=None)
+def leaderboard(protocol, fmt, no_reported, store):
+    """The leaderboard from the results store: measured rows, and papers' rows marked reported."""
+    from facebench.leaderboard import leaderboard_rows, render
+    from facebench.store import Store
+
+    with Store(store or default_store_path()) as db:
+        rows = leaderboard_rows(db, protocol, include_reported=not no_reported)
+    click.echo(render(rows, fmt))
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["tradeoff", "ced", "pr", "early-exit", "latency"]))
+@click.option("-p", "--protocol", "protocols_", multiple=True, help="Protocol ids (default: every one with results).")
+@click.option("--store", type=click.Path(path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
+def plot(kind, protocols_, store, out):
+    """Draw one kind of figure (PNG and SVG) from the results store."""
+    from facebench import plots
+    from facebench.html_report import figures_for
+    from facebench.leaderboard import leaderboard_rows
+    from facebench.store import Store
+
+    all_protocols = builtin_protocols()
+    with Store(store or default_store_path()) as db:
+        rows = leaderboard_rows(db)
+        if kind == "latency":
+            written = [plots.latency(rows, out)]
+        else:
+            ids = protocols_ or sorted({r["protocol"] for r in rows if r["kind"] == "measured"})
+            written = []
+            for pid in ids:
+                try:
+                    protocol = all_protocols.get(pid) or get_protocol(pid)
+                except ValueError as exc:
+                    raise click.ClickException(str(exc)) from exc
+                written += figures_for(db, protocol, rows, out, kind)
+    written = [w for w in written if w is not None]
+    for path in written:
+        click.echo(str(path))
+    if not written:
+        click.echo(f"nothing to draw for {kind}: no matching results in the store", err=True)
+
+
+@main.command("report")
+@click.option("--store", type=click.Path(path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
+def report_cmd(store, out):
+    """Write <out>/index.html: every table and figure, the environment and the commands."""
+    from facebench.html_report import write_report
+    from facebench.store import Store
+
+    with Store(store or default_store_path()) as db:
+        page = write_report(db, out, ["facebench " + " ".join(sys.argv[1:])])
+    click.echo(str(page))
 
 
 @main.command()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Sequence
 
 from facebench import __version__
 from facebench.adapter import Adapter
 from facebench.datasets import fingerprint, load_dataset
+from facebench.face_boxes import face_box_items
 from facebench.harness import items_for, run_adapter
 from facebench.protocol import Protocol
 from facebench.scoring import score
@@ -71,11 +72,11 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     if card.options.get("untrained"):
         raise UntrainedModelError(f"{card.name} has untrained (random) weights: it is for cost and latency only, "
                                   "and no accuracy is reported for it; give it a trained checkpoint")
-    if card.task != protocol.task:
+    if protocol.task not in ("any", card.task):
         raise ValueError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
     skipped: list[str] = []
     if samples is None:
-        samples = load_dataset(protocol.dataset, root, protocol.split, skipped if skip_bad else None)
+        samples = protocol_samples(protocol, root, skipped if skip_bad else None)
     samples = list(samples)
     fp = fingerprint(samples)
     runtime = runtime or default_runtime(adapter_cls)
@@ -94,6 +95,9 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     items = items_for(card.task, samples)
     done = store.item_keys(key)
     todo = [item for item in items if item.key not in done]
+    if card.task == "landmarks" and todo:
+        todo, unboxed = face_box_items(protocol.face_box, todo, runtime=runtime, threads=threads)
+        store.add_items(key, unboxed)
 
     bar = _progress_bar(len(items), len(done), f"{card.name} on {protocol.id}", progress)
     try:
@@ -106,9 +110,20 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     predictions = {k: r.prediction for k, r in results.items()}
     failures = [(r.key, r.error) for r in results.values() if r.error]
     metrics, per_item = score(protocol, samples, predictions, card)
+    curves = {k[1:]: metrics.pop(k) for k in [k for k in metrics if k.startswith("_")]}
     metrics["failures"] = len(failures)
-    store.complete_run(key, metrics, per_item, len(items), len(failures))
+    store.complete_run(key, metrics, per_item, len(items), len(failures), curves)
     return Evaluation(store.get_run(key), False, failures, skipped)
+
+
+def protocol_samples(protocol: Protocol, root=None, skipped: list[str] | None = None) -> list[Sample]:
+    """The samples a protocol is scored on: its dataset split, transformed as it says."""
+    samples = load_dataset(protocol.dataset, root, protocol.split, skipped)
+    if protocol.transform == "shifted":
+        from facebench.datasets.mini import shifted_copies
+
+        samples = shifted_copies(samples)
+    return samples
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool):

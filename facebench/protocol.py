@@ -1,9 +1,15 @@
-"""Evaluation protocols: declarative TOML files in ``protocols/``.
+"""Evaluation protocols: declarative TOML files in ``protocols/``, checked against a schema.
 
-A protocol names its dataset, the task it applies to, the metric and the
-metric's options. Its content hash (of the parsed content, so comments and
-layout do not count) is stored with every result: change a threshold and old
-results no longer pass for new ones.
+A protocol names its dataset and split, the ground truth's landmark scheme
+and which points are compared, how the face box a landmark model gets is
+obtained, the metric and the metric's options (normaliser, thresholds). Its
+content hash (of the parsed content, so comments and layout do not count) is
+stored with every result: change a threshold and old results no longer pass
+for new ones.
+
+The schema is strict: an unknown key, a missing field or a value of the
+wrong type is an error naming the file, so a typo never silently falls back
+to a default.
 """
 
 from __future__ import annotations
@@ -17,10 +23,56 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED = ("id", "title", "dataset", "task", "metric")
+TASKS = ("detector", "landmarks", "any")  # any: the metric follows each model by its own task
+# key -> its type (a tuple: any of them)
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,  # the name results are stored under
+    "title": str,  # one line for tables and reports
+    "dataset": str,  # a dataset name (facebench datasets list)
+    "split": str,  # the dataset's split (default: its first)
+    "transform": str,  # 'shifted': every sample plus shifted copies (jitter)
+    "task": str,  # detector | landmarks | any
+    "metric": str,  # the scorer (facebench.scoring.SCORERS)
+    "scheme": str,  # the ground truth's landmark scheme
+    "points": str,  # 'shared': points a prediction's scheme shares with the ground truth; 'all': every point
+    "root": str,  # what --root must hold when the dataset is not embedded
+    "reference": str,  # where the protocol comes from (paper, official tool)
+    "columns": list,  # the metrics shown in the leaderboard, in order
+    "face_box": dict,  # how a landmark model's face box is obtained
+    "options": dict,  # the metric's options
+}
+FACE_BOX_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "source": str,  # ground-truth | detector
+    "rule": str,  # how the ground-truth box is drawn, in words
+    "margin": (int, float),  # fraction of the box's side added on every side
+    "detector": str,  # registered detector whose box is used (source = detector)
+    "min_iou": (int, float),  # a detection counts for a face at this IoU or more
+}
+_NUMBER = (int, float)
+METRIC_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "ap": {"iou_threshold": _NUMBER, "rule": str, "ap_method": str, "min_area": _NUMBER, "min_face_fraction": _NUMBER},
+    "wider_ap": {"iou_threshold": _NUMBER, "settings": list},
+    "roc": {"overlap": _NUMBER, "false_positives": list},
+    "nme": {"norm": str, "threshold": _NUMBER, "subset_attribute": str, "subset_flags": list, "yaw_attribute": str},
+    "regions": {"norm": str, "threshold": _NUMBER, "regions": list},
+    "jitter": {"norm": str, "min_iou": _NUMBER},
+    "early_exit": {"norm": str, "operating_points": list, "failure_threshold": _NUMBER, "repeats": int, "seed": int},
+}
 
 
 class ProtocolError(ValueError):
     """A protocol file is malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """Where a landmark model's face box comes from."""
+
+    source: str = "ground-truth"
+    rule: str = ""
+    margin: float = 0.0
+    detector: str | None = None
+    min_iou: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -35,6 +87,48 @@ class Protocol:
     split: str | None = None
     content_hash: str = ""
     source: str = ""
+    scheme: str | None = None
+    points: str = "shared"
+    root: str = ""
+    reference: str = ""
+    transform: str | None = None
+    face_box: FaceBox = field(default_factory=FaceBox)
+
+
+def _check_fields(data: dict, fields: dict, where: str, source: str) -> None:
+    for key, value in data.items():
+        if key not in fields:
+            raise ProtocolError(f"{source}: unknown key {where}{key!r}; known: {', '.join(fields)}")
+        expected = fields[key]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise ProtocolError(f"{source}: {where}{key} must be {names}, not {type(value).__name__} {value!r}")
+
+
+def validate(data: dict, source: str) -> None:
+    """Raise ProtocolError, naming ``source``, unless ``data`` follows the schema."""
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise ProtocolError(f"{source}: missing {', '.join(missing)}")
+    _check_fields(data, FIELDS, "", source)
+    if data["task"] not in TASKS:
+        raise ProtocolError(f"{source}: task must be one of {', '.join(TASKS)}, not {data['task']!r}")
+    metric = data["metric"]
+    if metric not in METRIC_OPTIONS:
+        raise ProtocolError(f"{source}: unknown metric {metric!r}; known: {', '.join(METRIC_OPTIONS)}")
+    _check_fields(data.get("options", {}), METRIC_OPTIONS[metric], "options.", source)
+    face_box = data.get("face_box", {})
+    _check_fields(face_box, FACE_BOX_FIELDS, "face_box.", source)
+    if face_box.get("source", "ground-truth") not in ("ground-truth", "detector"):
+        raise ProtocolError(f"{source}: face_box.source must be ground-truth or detector")
+    if face_box.get("source") == "detector" and "detector" not in face_box:
+        raise ProtocolError(f"{source}: face_box.source = detector needs face_box.detector")
+    if data["task"] == "landmarks" and "scheme" not in data:
+        raise ProtocolError(f"{source}: a landmarks protocol needs scheme (the ground truth's landmark scheme)")
+    if data.get("points", "shared") not in ("shared", "all"):
+        raise ProtocolError(f"{source}: points must be shared or all")
+    if data.get("transform") not in (None, "shifted"):
+        raise ProtocolError(f"{source}: transform must be shifted")
 
 
 def parse_protocol(text: str, source: str = "<string>") -> Protocol:
@@ -42,15 +136,15 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"{source}: not valid TOML ({exc})") from exc
-    missing = [k for k in REQUIRED if k not in data]
-    if missing:
-        raise ProtocolError(f"{source}: missing {', '.join(missing)}")
+    validate(data, source)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return Protocol(
         id=data["id"], title=data["title"], dataset=data["dataset"], task=data["task"],
         metric=data["metric"], columns=tuple(data.get("columns", ())), options=dict(data.get("options", {})),
-        split=data.get("split"),
-        content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], source=source,
+        split=data.get("split"), content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], source=source,
+        scheme=data.get("scheme"), points=data.get("points", "shared"), root=data.get("root", ""),
+        reference=data.get("reference", ""), transform=data.get("transform"),
+        face_box=FaceBox(**data.get("face_box", {})),
     )
 
 

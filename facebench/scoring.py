@@ -19,14 +19,15 @@ from facebench.metrics.detection import (
     TRUE_POSITIVE,
     evaluate_detections,
 )
+from facebench.metrics.early_exit import stop_stage
 from facebench.metrics.landmarks import (
+    REGIONS,
     balanced_yaw_nme,
     grouped,
     nme,
     normaliser,
     summarise_with_failures,
 )
-from facebench.metrics.early_exit import stop_stage
 from facebench.protocol import Protocol
 from facebench.schemes import convert, shared_points
 from facebench.types import Prediction, Sample
@@ -61,8 +62,16 @@ def score_ap(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping
         "precision": result.true_positives / counted if counted else 0.0,
         "faces": result.n_faces,
         "detections": counted,
+        "_pr": {"ap": _pr_curve(result.precision, result.recall)},  # kept for plots, not a column
     }
     return metrics, per_item
+
+
+def _pr_curve(precision, recall, points: int = 400) -> dict:
+    """A precision-recall curve thinned to at most ``points`` points, for plots."""
+    precision, recall = np.asarray(precision, dtype=np.float64), np.asarray(recall, dtype=np.float64)
+    keep = np.unique(np.linspace(0, len(recall) - 1, min(points, len(recall))).round().astype(int)) if len(recall) else []
+    return {"precision": precision[keep].tolist(), "recall": recall[keep].tolist()}
 
 
 def _image_area(sample: Sample) -> float:
@@ -89,31 +98,7 @@ def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mappin
     full ground truth."""
     opts = protocol.options
     norm, threshold = opts.get("norm", "inter-ocular"), float(opts.get("threshold", 0.08))
-    keys, gts, preds, faces_of, compared = [], [], [], [], None
-    for sample in samples:
-        for k, face in enumerate(sample.faces):
-            if face.landmarks is None:
-                continue
-            key = f"{sample.id}#{k}"
-            pred = predictions.get(key)
-            gt = face.landmarks.points[:, :2]
-            mapped = np.full_like(gt, np.nan)
-            if pred is not None and pred.landmarks is not None:
-                src, dst = pred.landmarks.scheme, face.landmarks.scheme
-                shared = shared_points(src, dst)
-                if compared is not None and shared != compared:
-                    raise ValueError(f"{key}: predictions mix landmark schemes")
-                compared = shared
-                mapped = convert(pred.landmarks.points[:, :2], src, dst)
-            keys.append(key)
-            gts.append(gt)
-            preds.append(mapped)
-            faces_of.append(sample)
-    if not keys:
-        raise ValueError(f"{protocol.source}: no annotated landmarks in the dataset")
-    scheme = samples[0].faces[0].landmarks.scheme if samples and samples[0].faces else None
-    gt, pred = np.stack(gts), np.stack(preds)
-    compared = compared if compared is not None else list(range(gt.shape[1]))
+    keys, gt, pred, faces_of, compared, scheme = paired_landmarks(protocol, samples, predictions)
     missing = np.isnan(pred[:, compared]).any(axis=(1, 2))
     norms = normaliser(gt, norm, scheme)
     errors = nme(np.nan_to_num(pred[:, compared]), gt[:, compared], norms)
@@ -135,6 +120,45 @@ def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mappin
     per_item = {k: {"nme": None, "failed": True} if m else {"nme": float(e)}
                 for k, e, m in zip(keys, errors, missing)}
     return metrics, per_item
+
+
+def paired_landmarks(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
+    """Every annotated face with its prediction mapped onto the ground truth's scheme.
+
+    Returns keys, ground truth (F, P, 2), predictions (F, P, 2; NaN where the
+    model failed or its scheme lacks a point), the face's sample, the indices
+    of the compared points and the ground truth's scheme."""
+    keys, gts, preds, faces_of, compared = [], [], [], [], None
+    for sample in samples:
+        for k, face in enumerate(sample.faces):
+            if face.landmarks is None:
+                continue
+            key = f"{sample.id}#{k}"
+            pred = predictions.get(key)
+            gt = face.landmarks.points[:, :2]
+            mapped = np.full_like(gt, np.nan)
+            if pred is not None and pred.landmarks is not None:
+                src, dst = pred.landmarks.scheme, face.landmarks.scheme
+                shared = shared_points(src, dst)
+                if compared is not None and shared != compared:
+                    raise ValueError(f"{key}: predictions mix landmark schemes")
+                if protocol.points == "all" and len(shared) != len(gt):
+                    raise ValueError(f"{key}: {protocol.source} compares all {len(gt)} points of {dst}; "
+                                     f"a {src} prediction gives {len(shared)} of them")
+                compared = shared
+                mapped = convert(pred.landmarks.points[:, :2], src, dst)
+            keys.append(key)
+            gts.append(gt)
+            preds.append(mapped)
+            faces_of.append(sample)
+    if not keys:
+        raise ValueError(f"{protocol.source}: no annotated landmarks in the dataset")
+    scheme = faces_of[0].faces[0].landmarks.scheme
+    if protocol.scheme and scheme != protocol.scheme:
+        raise ValueError(f"{protocol.source}: the protocol's scheme is {protocol.scheme}; the dataset's is {scheme}")
+    gt, pred = np.stack(gts), np.stack(preds)
+    compared = compared if compared is not None else list(range(gt.shape[1]))
+    return keys, gt, pred, faces_of, compared, scheme
 
 
 def stage_errors(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
@@ -223,7 +247,108 @@ def score_early_exit(protocol: Protocol, samples: Sequence[Sample], predictions:
     return metrics, per_item
 
 
-SCORERS: dict[str, Callable] = {"ap": score_ap, "nme": score_nme, "early_exit": score_early_exit}
+def score_regions(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
+    """The Attention Mesh table: NME over all compared points (``norm``) and per
+    region (``regions``: lips, eyes, ...), each region normalised by its own
+    corners (:data:`facebench.metrics.landmarks.REGIONS`) over the points of it
+    the prediction's scheme shares with the ground truth's."""
+    opts = protocol.options
+    threshold = float(opts.get("threshold", 0.08))
+    keys, gt, pred, _, compared, scheme = paired_landmarks(protocol, samples, predictions)
+    missing = np.isnan(pred[:, compared]).any(axis=(1, 2))
+    ok = ~missing
+    errors = {"all": nme(np.nan_to_num(pred[:, compared]), gt[:, compared],
+                         normaliser(gt, opts.get("norm", "inter-ocular"), scheme))}
+    metrics: dict = {"faces": len(keys), "failed": int(missing.sum()), "points": len(compared)}
+    for region in opts.get("regions", ("lips", "eyes")):
+        parts = ("right-eye", "left-eye") if region == "eyes" else (region,)
+        per_part = []
+        for part in parts:
+            try:
+                points, corners = REGIONS[scheme][part]
+            except KeyError:
+                raise ValueError(f"{protocol.source}: region {part!r} is not defined for {scheme}") from None
+            idx = [i for i in points if i in set(compared)]
+            if not idx:
+                raise ValueError(f"{protocol.source}: the predictions share no {part} point with {scheme}")
+            per_part.append(nme(np.nan_to_num(pred[:, idx]), gt[:, idx], normaliser(gt, corners, scheme)))
+            metrics[f"{part}_points"] = len(idx)
+        errors[region] = np.mean(per_part, axis=0)
+    for name, e in errors.items():
+        metrics[name] = float(e[ok].mean()) if ok.any() else float("nan")
+    metrics["fr"] = summarise_with_failures(np.where(missing, np.inf, errors["all"]), missing, threshold)["fr"]
+    per_item = {k: ({"failed": True} if m else {name: float(e[i]) for name, e in errors.items()})
+                for i, (k, m) in enumerate(zip(keys, missing))}
+    return metrics, per_item
+
+
+def _detections_xywhs(prediction: Prediction | None) -> np.ndarray:
+    dets = prediction.detections if prediction is not None and prediction.detections is not None else ()
+    rows = [[*d.box.as_array()[:2], d.box.width, d.box.height, d.score] for d in dets]
+    return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def score_wider_ap(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
+    """WIDER FACE AP per setting by the official procedure (:mod:`facebench.metrics.wider`).
+
+    Needs samples with every face and ``attributes["kept"]`` (the ``wider-face``
+    dataset's ``val`` split, read from the eval tool's ``.mat`` files)."""
+    from facebench.metrics.wider import evaluate_wider
+
+    settings = list(protocol.options.get("settings", ("easy", "medium", "hard")))
+    if any("kept" not in s.attributes for s in samples):
+        raise ValueError(f"{protocol.source}: the official WIDER evaluation needs the eval tool's "
+                         "wider_{easy,medium,hard}_val.mat lists (the dataset's val split)")
+    gt = [np.array([[f.box.x0, f.box.y0, f.box.width, f.box.height] for f in s.faces]).reshape(-1, 4) for s in samples]
+    kept = {name: [np.asarray(s.attributes["kept"][name]) for s in samples] for name in settings}
+    preds = [_detections_xywhs(predictions.get(s.id)) for s in samples]
+    curves = evaluate_wider(gt, kept, preds, iou_threshold=float(protocol.options.get("iou_threshold", 0.5)))
+    metrics: dict = {name: curves[name].ap for name in settings}
+    metrics["_pr"] = {name: _pr_curve(curves[name].precision, curves[name].recall) for name in settings}
+    metrics.update({f"{name}_faces": curves[name].faces for name in settings})
+    metrics["faces"] = sum(len(g) for g in gt)
+    metrics["detections"] = int(sum(len(p) for p in preds))
+    per_item = {s.id: {"detections": len(p)} for s, p in zip(samples, preds)}
+    return metrics, per_item
+
+
+def score_roc(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
+    """FDDB discrete ROC (:mod:`facebench.metrics.fddb`): true-positive rate at each of
+    ``false_positives`` (default 1000); faces are the ellipses' bounding boxes."""
+    from facebench.metrics.fddb import evaluate_fddb
+
+    gt = [np.array([f.box.as_array() for f in s.faces]).reshape(-1, 4) for s in samples]
+    preds = [predictions.get(s.id) for s in samples]
+    dets = [p.detections if p is not None and p.detections is not None else () for p in preds]
+    boxes = [np.array([d.box.as_array() for d in ds]).reshape(-1, 4) for ds in dets]
+    scores = [np.array([d.score for d in ds], dtype=np.float64) for ds in dets]
+    roc = evaluate_fddb(gt, boxes, scores, overlap=float(protocol.options.get("overlap", 0.5)))
+    metrics: dict = {f"tpr@{int(n)}": roc.tpr_at(int(n)) for n in protocol.options.get("false_positives", (1000,))}
+    metrics.update({"faces": roc.faces, "detections": int(sum(len(b) for b in boxes))})
+    return metrics, {s.id: {"detections": len(b)} for s, b in zip(samples, boxes)}
+
+
+def score_jitter(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None],
+                 card=None):
+    """BlazeFace's shifted-copies jitter (:mod:`facebench.shift_jitter`), for
+    detectors and landmark models alike (the card says which)."""
+    from facebench.shift_jitter import photo_jitter
+
+    if card is None:
+        raise ValueError(f"{protocol.source}: the jitter metric needs the model's card (detector or landmarks)")
+    per_photo = photo_jitter(samples, predictions, card.task, float(protocol.options.get("min_iou", 0.3)))
+    values = np.array([p.jitter for p in per_photo if p.jitter is not None])
+    metrics = {"jitter": float(values.mean()) if values.size else float("nan"),
+               "jitter_median": float(np.median(values)) if values.size else float("nan"),
+               "photos": len(per_photo), "missed": int(sum(p.missed for p in per_photo)),
+               "unfollowed": int(sum(p.jitter is None for p in per_photo))}
+    per_item = {p.source: {"jitter": p.jitter, "copies": p.copies, "missed": p.missed} for p in per_photo}
+    return metrics, per_item
+
+
+SCORERS: dict[str, Callable] = {"ap": score_ap, "wider_ap": score_wider_ap, "roc": score_roc, "nme": score_nme,
+                                "regions": score_regions, "jitter": score_jitter, "early_exit": score_early_exit}
+NEEDS_CARD = (score_early_exit, score_jitter)
 
 
 def score(protocol: Protocol, samples, predictions, card=None):
@@ -231,6 +356,6 @@ def score(protocol: Protocol, samples, predictions, card=None):
         scorer = SCORERS[protocol.metric]
     except KeyError:
         raise ValueError(f"{protocol.source}: unknown metric {protocol.metric!r}; known: {', '.join(SCORERS)}") from None
-    if scorer is score_early_exit:
+    if scorer in NEEDS_CARD:
         return scorer(protocol, samples, predictions, card)
     return scorer(protocol, samples, predictions)

@@ -14,7 +14,7 @@ models get that face's box and are followed on every point.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,26 +35,39 @@ class PhotoJitter:
     missed: int
 
 
-def _points(prediction: Prediction | None, sample: Sample, task: str):
+def _points(prediction: Prediction | None, sample: Sample, task: str, min_iou: float = 0.3):
     if prediction is None:
         return None, None
     if task == "landmarks":
+        if prediction.landmarks is None:
+            return None, None
         return prediction.landmarks.points[:, :2], None
     dets = prediction.detections
     if not dets:
         return None, None
     ious = box_iou(np.array([d.box.as_array() for d in dets]), sample.faces[0].box.as_array())[:, 0]
     best = int(np.argmax(ious))
-    if ious[best] < 0.3:
+    if ious[best] < min_iou:
         return None, None
     return detection_points(dets[best].box.as_array(), dets[best].keypoints)
+
+
+def item_key(sample: Sample, task: str) -> str:
+    """The harness's key for what is followed in a copy: the image, or its first face."""
+    return sample.id if task == "detector" else f"{sample.id}#0"
 
 
 def run_shift_jitter(adapter: Adapter, samples: Sequence[Sample]) -> list[PhotoJitter]:
     """Jitter per source photo, in the order the photos first appear."""
     task = adapter.card.task
-    items = [Item(s.id, s, s.faces[0].box if task == "landmarks" else None) for s in samples if s.faces]
+    items = [Item(item_key(s, task), s, s.faces[0].box if task == "landmarks" else None) for s in samples if s.faces]
     results = {r.key: r.prediction for r in run_adapter(adapter, items)}
+    return photo_jitter(samples, results, task)
+
+
+def photo_jitter(samples: Sequence[Sample], predictions: Mapping[str, Prediction | None], task: str,
+                 min_iou: float = 0.3) -> list[PhotoJitter]:
+    """Jitter per source photo from predictions keyed as the harness keys them."""
     by_source: dict[str, list[Sample]] = {}
     for s in samples:
         if s.faces:
@@ -64,13 +77,13 @@ def run_shift_jitter(adapter: Adapter, samples: Sequence[Sample]) -> list[PhotoJ
         reference = next((s for s in copies if tuple(s.attributes["shift"]) == (0.0, 0.0)), None)
         if reference is None:
             raise ValueError(f"photo {source!r} has no unshifted copy (shift (0, 0))")
-        ref_points, moves = _points(results.get(reference.id), reference, task)
+        ref_points, moves = _points(predictions.get(item_key(reference, task)), reference, task, min_iou)
         landmarks = reference.faces[0].landmarks
         iod = float(normaliser(landmarks.points[None, :, :2], "inter-ocular", landmarks.scheme)[0])
         shifted = [s for s in copies if s is not reference]
         points, offsets = [], []
         for s in shifted:
-            p, _ = _points(results.get(s.id), s, task)
+            p, _ = _points(predictions.get(item_key(s, task)), s, task, min_iou)
             if p is not None and ref_points is not None and p.shape == ref_points.shape:
                 points.append(p)
                 offsets.append(s.attributes["shift"])

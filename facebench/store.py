@@ -13,9 +13,10 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,10 @@ CREATE TABLE IF NOT EXISTS items (
 """
 
 
+RUN_COLUMNS = ("key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status, metrics, environment,"
+               " n_items, n_failures, started, finished")
+
+
 def run_key(card: dict, runtime: str, protocol_hash: str, dataset_fingerprint: str) -> str:
     payload = json.dumps([card, runtime, protocol_hash, dataset_fingerprint], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -84,6 +89,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "curves" not in columns:  # stores written before curves were kept
+            with self._db:
+                self._db.execute("ALTER TABLE runs ADD COLUMN curves TEXT")
 
     def close(self):
         self._db.close()
@@ -95,11 +104,11 @@ class Store:
         self.close()
 
     def get_run(self, key: str) -> Run | None:
-        row = self._db.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE key = ?", (key,)).fetchone()
         return _run(row) if row else None
 
     def runs(self, status: str | None = "complete") -> list[Run]:
-        query = "SELECT * FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY protocol, model"
+        query = f"SELECT {RUN_COLUMNS} FROM runs" + (" WHERE status = ?" if status else "") + " ORDER BY protocol, model"
         return [_run(r) for r in self._db.execute(query, (status,) if status else ())]
 
     def start_run(self, key: str, model: str, protocol: str, protocol_hash: str, fingerprint: str,
@@ -138,6 +147,11 @@ class Store:
                                 (key,))
         return {item: json.loads(m) for item, m in rows}
 
+    def forward_times(self, key: str) -> np.ndarray:
+        """Seconds of forward pass per successful item (a batch's time shared among its items)."""
+        rows = self._db.execute("SELECT forward_s FROM items WHERE run_key = ? AND error IS NULL", (key,))
+        return np.array([f for (f,) in rows if f is not None], dtype=np.float64)
+
     def item_keys(self, key: str) -> set[str]:
         return {item for (item,) in self._db.execute("SELECT item FROM items WHERE run_key = ?", (key,))}
 
@@ -145,8 +159,15 @@ class Store:
         rows = self._db.execute("SELECT item, error FROM items WHERE run_key = ? AND error IS NOT NULL", (key,))
         return [(item, error) for item, error in rows]
 
-    def complete_run(self, key: str, metrics: dict, per_item: dict[str, dict], n_items: int, n_failures: int) -> None:
+    def curves(self, key: str) -> dict:
+        """Curves the scorer kept for plots (precision-recall, ...), by name."""
+        row = self._db.execute("SELECT curves FROM runs WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def complete_run(self, key: str, metrics: dict, per_item: dict[str, dict], n_items: int, n_failures: int,
+                     curves: dict | None = None) -> None:
         with self._db:
+            self._db.execute("UPDATE runs SET curves = ? WHERE key = ?", (json.dumps(curves or {}), key))
             self._db.executemany("UPDATE items SET item_metrics = ? WHERE run_key = ? AND item = ?",
                                  [(json.dumps(m), key, item) for item, m in per_item.items()])
             self._db.execute(

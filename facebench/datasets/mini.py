@@ -52,10 +52,22 @@ def load(root=None, variant: str = "real", count: int = 16, seed: int = 0) -> li
     if variant == "canvas":
         return [_canvas(real, i, np.random.default_rng([seed, 1_000_000 + i])) for i in range(count)]
     if variant == "shifted":
-        return [_moved(s, np.array([[1.0, 0, -dx], [0, 1.0, -dy]]), s.attributes["image_size"][::-1], f"{s.id}@shift{k}",
-                       {"source": s.id, "shift": (dx, dy)})
-                for s in real for k, (dx, dy) in enumerate(((0.0, 0.0),) + SHIFTS)]
+        return shifted_copies(real)
     raise ValueError(f"mini variant {variant!r}; known: {', '.join(VARIANTS)}")
+
+
+def shifted_copies(samples: list[Sample], shifts=SHIFTS) -> list[Sample]:
+    """Each annotated sample unshifted and moved by every (dx, dy) in ``shifts``, for the
+    jitter protocol: ``attributes["source"]`` names the photo, ``["shift"]`` the offset."""
+    out = []
+    for s in samples:
+        if not s.faces or any(f.landmarks is None for f in s.faces):
+            continue
+        size = s.attributes.get("image_size") or s.image().shape[1::-1]
+        out += [_moved(s, np.array([[1.0, 0, -dx], [0, 1.0, -dy]]), tuple(size)[::-1], f"{s.id}@shift{k}",
+                       {**s.attributes, "source": s.id, "shift": (dx, dy)})
+                for k, (dx, dy) in enumerate(((0.0, 0.0),) + tuple(shifts))]
+    return out
 
 
 def _real() -> list[Sample]:

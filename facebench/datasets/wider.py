@@ -127,22 +127,29 @@ def read_wider_txt(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]
     return out
 
 
-def load(root: Path, split: str = "val", setting: str = "hard") -> list[Sample]:
+def load(root: Path, split: str = "val", setting: str | None = "hard") -> list[Sample]:
     """Samples of one split. Faces that do not count in ``setting`` (or are
     marked invalid, without the eval tool's lists) become ignore regions.
+    With ``setting=None`` every face is kept, in the tool's order, and
+    ``attributes["kept"]`` maps each setting to the indices that count in it
+    (what the official three-setting evaluation needs).
 
     ``root`` holds the release (``wider_face_split/wider_face_<split>_bbx_gt.txt``
     and ``WIDER_<split>/images/``) or just the eval tool's ``.mat`` files. Boxes
     are used as given: (x, y) to (x + w, y + h).
     """
     root = Path(root)
-    if setting not in SETTINGS:
+    if setting is not None and setting not in SETTINGS:
         raise ValueError(f"WIDER FACE setting {setting!r}; known: {', '.join(SETTINGS)}")
     images = root / f"WIDER_{split}" / "images"
     if (root / f"wider_face_{split}.mat").is_file():
         gt = read_wider_eval_gt(root, split)
-        entries = [(f"{k}.jpg", b, np.isin(np.arange(len(b)), kept), {"setting": setting})
-                   for k, b, kept in zip(gt.keys, gt.boxes, gt.kept[setting])]
+        if setting is None:
+            entries = [(f"{k}.jpg", b, np.ones(len(b), bool), {"kept": {s: gt.kept[s][i] for s in SETTINGS}})
+                       for i, (k, b) in enumerate(zip(gt.keys, gt.boxes))]
+        else:
+            entries = [(f"{k}.jpg", b, np.isin(np.arange(len(b)), kept), {"setting": setting})
+                       for k, b, kept in zip(gt.keys, gt.boxes, gt.kept[setting])]
     else:
         txt = root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
         if not txt.is_file():
