@@ -96,7 +96,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     done = store.item_keys(key)
     todo = [item for item in items if item.key not in done]
     if card.task == "landmarks" and todo:
-        todo, unboxed = face_box_items(protocol.face_box, todo, runtime=runtime, threads=threads)
+        todo, unboxed = face_box_items(protocol.face_box, todo, threads=threads)
         store.add_items(key, unboxed)
 
     bar = _progress_bar(len(items), len(done), f"{card.name} on {protocol.id}", progress)

@@ -26,7 +26,7 @@ def grown(box: Box, margin: float) -> Box:
     return Box(box.x0 - dx, box.y0 - dy, box.x1 + dx, box.y1 + dy)
 
 
-def face_box_items(rule: FaceBox, items: Sequence[Item], runtime: str | None = None,
+def face_box_items(rule: FaceBox, items: Sequence[Item],
                    threads: int = 1) -> tuple[list[Item], list[ItemResult]]:
     """Landmark items with their boxes replaced by the rule's, and failed results for faces it cannot box."""
     if rule.source == "ground-truth":
@@ -36,7 +36,7 @@ def face_box_items(rule: FaceBox, items: Sequence[Item], runtime: str | None = N
     from facebench import registry
 
     detector = registry.resolve(rule.detector)()
-    detector.load(runtime=runtime, threads=threads)
+    detector.load(threads=threads)  # the detector's own runtime, whatever the landmark model runs on
     samples = list({item.sample.id: item.sample for item in items}.values())
     found = {r.key: r for r in run_adapter(detector, items_for("detector", samples))}
     kept, missed = [], []

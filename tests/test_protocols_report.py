@@ -278,3 +278,21 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (3000, 1280) and pixels.std() > 20  # a rendered page, not a blank one
     os.unlink(check)
+
+
+def test_a_detector_face_box_counts_a_missed_face_as_a_failure(mini_samples, tmp_path, pulled_assets):
+    """face_box.source = detector: the landmark model gets the detector's box; Einstein's face, which
+    BlazeFace short range misses, is a failed item with that reason, not a face quietly left out."""
+    from facebench.evaluate import evaluate
+    from facebench.registry import resolve
+    from facebench.store import Store
+
+    path = tmp_path / "p.toml"
+    path.write_text(MINIMAL.replace('id = "t"', 'id = "mini-nme-detected"') + 'columns = ["nme", "fr"]\n'
+                    '[face_box]\nsource = "detector"\ndetector = "blazeface-short"\nmin_iou = 0.3\n')
+    protocol = get_protocol(str(path))
+    with Store(tmp_path / "s.sqlite") as store:
+        result = evaluate(resolve("face-mesh"), protocol, store, samples=mini_samples, progress=False)
+    assert [key for key, _ in result.failures] == ["einstein#0"]
+    assert "detector blazeface-short found no face" in result.failures[0][1]
+    assert result.run.metrics["fr"] >= 0.25 and result.run.metrics["nme_faces"] == 3
