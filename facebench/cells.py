@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from facebench.protocol import Protocol
@@ -101,7 +101,7 @@ def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs:
             results.append(run_cell(cell, store_path, settings))
             report(results[-1])
         return results
-    quiet = Settings(**{**settings.__dict__, "progress": False})  # one bar per process would interleave
+    quiet = replace(settings, progress=False)  # one bar per process would interleave
     results = []
     # spawn, not fork: the parent may hold runtime thread pools (TFLite, onnxruntime) that a fork would copy half-held
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -58,8 +59,7 @@ def protocols_cmd(roots, as_json):
     found = builtin_protocols()
     status = {p.id: unavailable(p.dataset, p.split, root_for(p.dataset, root_map), p.root) for p in found.values()}
     if as_json:
-        click.echo(json.dumps([{**{k: v for k, v in vars(p).items() if k != "face_box"}, "columns": list(p.columns),
-                                "face_box": vars(p.face_box), "embedded": is_embedded(p.dataset),
+        click.echo(json.dumps([{**asdict(p), "embedded": is_embedded(p.dataset),
                                 "available": status[p.id] is None, "unavailable": status[p.id]}
                                for p in found.values()], indent=2))
         return
@@ -187,17 +187,15 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
 
 
 def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str) -> None:
-    from facebench.leaderboard import leaderboard_rows, render
-    from facebench.report import write_atomic
+    from facebench.leaderboard import leaderboard_rows, render, write_leaderboard_files
     from facebench.store import Store
 
     with Store(store_path) as db:
         rows = leaderboard_rows(db)
         click.echo(render(rows, "md"))
         if no_report:
-            write_atomic(out / "leaderboard.md", render(rows, "md"))
-            write_atomic(out / "results.json", render(rows, "json"))
-            click.echo(f"wrote {out / 'leaderboard.md'} and {out / 'results.json'}", err=True)
+            written = write_leaderboard_files(rows, out)
+            click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
             return
         from facebench.html_report import write_report
 

@@ -20,10 +20,9 @@ import numpy as np
 
 from facebench import plots
 from facebench.leaderboard import (
-    latest_runs,
     leaderboard_rows,
-    render,
     render_html_tables,
+    write_leaderboard_files,
 )
 from facebench.protocol import Protocol, builtin_protocols
 from facebench.report import write_atomic
@@ -59,7 +58,7 @@ def _protocol_details(p: Protocol) -> str:
 
 def figures_for(store: Store, protocol: Protocol, rows: list[dict], out: Path, kind: str | None = None) -> list[Path]:
     """The protocol's figures (``kind``: only tradeoff, ced, pr or early-exit); those with nothing to draw are left out."""
-    runs = [r for r in latest_runs(store.runs()) if r.protocol == protocol.id]
+    runs = [store.get_run(r["run_key"]) for r in rows if r["kind"] == "measured" and r["protocol"] == protocol.id]
     figures = []
     if kind in (None, "tradeoff"):
         figures.append(plots.tradeoff(rows, protocol, out))
@@ -91,9 +90,7 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
     out = Path(out)
     protocols = protocols if protocols is not None else builtin_protocols()
     rows = leaderboard_rows(store)
-    write_atomic(out / "leaderboard.md", render(rows, "md", protocols))
-    write_atomic(out / "leaderboard.csv", render(rows, "csv", protocols))
-    write_atomic(out / "results.json", render(rows, "json", protocols))
+    write_leaderboard_files(rows, out, protocols)
     sections, toc = [], []
     for pid in sorted({r["protocol"] for r in rows} | set(protocols)):
         protocol = protocols.get(pid)

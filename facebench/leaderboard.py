@@ -17,6 +17,7 @@ import io
 import json
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -102,11 +103,11 @@ def _latency_text(latency: dict) -> str:
 
 
 def table(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of one protocol's table; measured rows first, then reported."""
+    """Header and cells of one protocol's table, rows in the order given."""
     columns = _columns(pid, group, protocols)
     header = ["model", "kind", *columns, "MACs (M)", "params", "latency", "failures", "date", "versions", "source"]
     body = []
-    for r in sorted(group, key=lambda r: (r["kind"] != "measured", r["model"])):
+    for r in group:
         versions = " ".join(f"{k} {v}" for k, v in r["versions"].items() if v)
         failures = f"{r['failures']}/{r['items']}" if r["items"] is not None else ""
         source = r["source"] if r["kind"] == "reported" else f"dataset {r['dataset']}"
@@ -119,8 +120,9 @@ def table(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> tuple[
 
 
 def _grouped(rows: Iterable[dict]) -> dict[str, list[dict]]:
+    """Rows by protocol; in each, measured rows first, then reported, by model."""
     out: dict[str, list[dict]] = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["kind"] != "measured", r["model"])):
         out.setdefault(r["protocol"], []).append(r)
     return dict(sorted(out.items()))
 
@@ -163,17 +165,23 @@ def _render_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def render_html_tables(rows: list[dict], protocols: dict[str, Protocol], pid_only: str | None = None) -> str:
+def render_html_tables(rows: list[dict], protocols: dict[str, Protocol]) -> str:
     """HTML tables (one per protocol); reported rows carry class ``reported``."""
     parts = []
     for pid, group in _grouped(rows).items():
-        if pid_only is not None and pid != pid_only:
-            continue
         header, body = table(pid, group, protocols)
-        kinds = [r["kind"] for r in sorted(group, key=lambda r: (r["kind"] != "measured", r["model"]))]
+        kinds = [r["kind"] for r in group]
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         trs = "".join(f'<tr class="{kind}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
                       for kind, cells in zip(kinds, body))
         parts.append(f'<table class="leaderboard" data-protocol="{html.escape(pid)}"><thead><tr>{head}</tr></thead>'
                      f"<tbody>{trs}</tbody></table>")
     return "\n".join(parts)
+
+
+def write_leaderboard_files(rows: list[dict], out: Path, protocols: dict[str, Protocol] | None = None) -> list[Path]:
+    """``leaderboard.md``, ``leaderboard.csv`` and ``results.json`` in ``out``, each written atomically."""
+    from facebench.report import write_atomic
+
+    return [write_atomic(Path(out) / name, render(rows, fmt, protocols))
+            for name, fmt in (("leaderboard.md", "md"), ("leaderboard.csv", "csv"), ("results.json", "json"))]

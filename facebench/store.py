@@ -167,12 +167,12 @@ class Store:
     def complete_run(self, key: str, metrics: dict, per_item: dict[str, dict], n_items: int, n_failures: int,
                      curves: dict | None = None) -> None:
         with self._db:
-            self._db.execute("UPDATE runs SET curves = ? WHERE key = ?", (json.dumps(curves or {}), key))
             self._db.executemany("UPDATE items SET item_metrics = ? WHERE run_key = ? AND item = ?",
                                  [(json.dumps(m), key, item) for item, m in per_item.items()])
             self._db.execute(
-                "UPDATE runs SET status = 'complete', metrics = ?, n_items = ?, n_failures = ?, finished = ?"
-                " WHERE key = ?", (json.dumps(metrics), n_items, n_failures, time.time(), key))
+                "UPDATE runs SET status = 'complete', metrics = ?, curves = ?, n_items = ?, n_failures = ?,"
+                " finished = ? WHERE key = ?",
+                (json.dumps(metrics), json.dumps(curves or {}), n_items, n_failures, time.time(), key))
 
 
 def _run(row) -> Run:
