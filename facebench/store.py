@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     card TEXT NOT NULL,
     status TEXT NOT NULL,
     metrics TEXT,
+    curves TEXT,
     environment TEXT,
     n_items INTEGER,
     n_failures INTEGER,
@@ -90,9 +91,13 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        if "curves" not in columns:  # stores written before curves were kept
-            with self._db:
-                self._db.execute("ALTER TABLE runs ADD COLUMN curves TEXT")
+        if "curves" not in columns:  # a store written before curves were kept
+            try:
+                with self._db:
+                    self._db.execute("ALTER TABLE runs ADD COLUMN curves TEXT")
+            except sqlite3.OperationalError as exc:  # another process upgraded it first
+                if "duplicate column" not in str(exc):
+                    raise
 
     def close(self):
         self._db.close()

@@ -296,3 +296,18 @@ def test_a_detector_face_box_counts_a_missed_face_as_a_failure(mini_samples, tmp
     assert [key for key, _ in result.failures] == ["einstein#0"]
     assert "detector blazeface-short found no face" in result.failures[0][1]
     assert result.run.metrics["fr"] >= 0.25 and result.run.metrics["nme_faces"] == 3
+
+
+def test_a_store_from_before_curves_is_upgraded_in_place(tmp_path):
+    from facebench.store import SCHEMA, Store
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the schema as it was before runs kept curves
+        db.executescript(SCHEMA.replace("    curves TEXT,\n", ""))
+        db.execute("INSERT INTO runs (key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status,"
+                   " metrics, finished) VALUES ('k', 'm', 'mini-ap50', 'h', 'f', 'tflite', '{}', 'complete',"
+                   " '{\"ap50\": 0.5}', 1.0)")
+    with Store(path) as first, Store(path) as second:
+        assert [r.metrics for r in first.runs()] == [{"ap50": 0.5}] and second.curves("k") == {}
+    with sqlite3.connect(path) as db:
+        assert "curves" in {row[1] for row in db.execute("PRAGMA table_info(runs)")}
