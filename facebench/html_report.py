@@ -20,6 +20,7 @@ import numpy as np
 
 from facebench import plots
 from facebench.leaderboard import (
+    latency_only_rows,
     leaderboard_rows,
     render_html_tables,
     write_leaderboard_files,
@@ -111,7 +112,7 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
         sections.append("\n".join(body))
         toc.append(f'<li><a href="#{html.escape(pid)}">{html.escape(pid)}</a> '
                    f"({measured} measured, {len(group) - measured} reported)</li>")
-    latency = plots.latency(rows, out)
+    latency = plots.latency(rows + latency_only_rows(store, rows), out)
     if latency is not None:
         sections.append('<h2 id="latency">Latency per device</h2>'
                         f'<img src="{latency.name}" alt="latency">')

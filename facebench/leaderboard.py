@@ -75,10 +75,40 @@ def reported_rows(protocol: str | None = None) -> list[dict]:
             for r in reported(protocol)]
 
 
+def device_latency(records: Iterable[dict]) -> dict[str, dict[str, dict]]:
+    """model -> {"DEVICE (processor)": summary} from the farm's successful measurements.
+
+    Per device and processor, the newest settings' repeats count: ``median_ms``
+    is the median of the repeats' medians, ``p10_ms``/``p90_ms`` their spread
+    across repeats and ``n`` the number of repeats.
+    """
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["finished"]):
+        if r["status"] == "ok" and r["median_ms"] is not None:
+            groups.setdefault((r["model"], r["device"], r["processor"]), []).append(r)
+    out: dict[str, dict[str, dict]] = {}
+    for (model, device, processor), group in sorted(groups.items()):
+        newest = [r["median_ms"] for r in group if r["settings"] == group[-1]["settings"]]
+        p10, median, p90 = np.percentile(newest, [10, 50, 90])
+        out.setdefault(model, {})[f"{device} ({processor})"] = {
+            "median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90), "n": len(newest)}
+    return out
+
+
 def leaderboard_rows(store: Store, protocol: str | None = None, include_reported: bool = True) -> list[dict]:
     runs = [r for r in latest_runs(store.runs()) if protocol is None or r.protocol == protocol]
+    phones = device_latency(store.device_results(status="ok"))
     rows = [measured_row(r, store.forward_times(r.key)) for r in runs]
+    for row in rows:
+        row["latency"].update(phones.get(row["model"], {}))
     return rows + (reported_rows(protocol) if include_reported else [])
+
+
+def latency_only_rows(store: Store, rows: list[dict]) -> list[dict]:
+    """Rows for models timed on the farm but not evaluated for accuracy (for the latency figure)."""
+    evaluated = {r["model"] for r in rows}
+    return [{"model": model, "protocol": "", "kind": "measured", "latency": latency}
+            for model, latency in device_latency(store.device_results(status="ok")).items() if model not in evaluated]
 
 
 def _columns(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> list[str]:

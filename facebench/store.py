@@ -5,6 +5,9 @@ the protocol's content hash and the dataset fingerprint. Items are written
 batch by batch, each batch in one transaction, so an interrupted run (Ctrl-C,
 kill) leaves a readable store and the next run only does the items that are
 missing. A run is marked complete, with its metrics, in a last transaction.
+Device-farm measurements (one per model, device, settings and repeat) and the
+latest probe of each device live in the same file, so the leaderboard shows
+phone latency next to accuracy.
 """
 
 from __future__ import annotations
@@ -51,6 +54,19 @@ CREATE TABLE IF NOT EXISTS items (
     forward_s REAL,
     postprocess_s REAL,
     PRIMARY KEY (run_key, item)
+);
+CREATE TABLE IF NOT EXISTS device_results (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    device TEXT NOT NULL,
+    status TEXT NOT NULL,
+    record TEXT NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS device_probes (
+    device TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    probed REAL
 );
 """
 
@@ -178,6 +194,29 @@ class Store:
                 "UPDATE runs SET status = 'complete', metrics = ?, curves = ?, n_items = ?, n_failures = ?,"
                 " finished = ? WHERE key = ?",
                 (json.dumps(metrics), json.dumps(curves or {}), n_items, n_failures, time.time(), key))
+
+    def put_device_result(self, record: dict) -> None:
+        """One farm measurement (see :class:`facebench.farm.bench.Measurement`), replacing an older one."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO device_results (key, model, device, status, record, finished)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", (record["key"], record["model"], record["device"],
+                                                            record["status"], json.dumps(record), record["finished"]))
+
+    def device_results(self, model: str | None = None, status: str | None = None) -> list[dict]:
+        query, args = "SELECT record FROM device_results WHERE 1", []
+        for column, value in (("model", model), ("status", status)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                args.append(value)
+        return [json.loads(r) for (r,) in self._db.execute(query + " ORDER BY finished", args)]
+
+    def put_probe(self, device: str, record: dict) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO device_probes (device, record, probed) VALUES (?, ?, ?)",
+                             (device, json.dumps(record), time.time()))
+
+    def probes(self) -> dict[str, dict]:
+        return {d: json.loads(r) for d, r in self._db.execute("SELECT device, record FROM device_probes")}
 
 
 def _run(row) -> Run:
