@@ -293,6 +293,9 @@ def test_gpu_outcomes_and_garbage_are_told_apart():
     summary = "Inference timings in us: Init: 1, First inference: 2, Warmup (avg): 3, Inference (avg): 4\n"
     assert gpu_outcome("Replacing 31 out of 31 node(s) with delegate (TfLiteGpuDelegateV2) node")[0] == "applied"
     assert gpu_outcome("ERROR: Failed to apply GPU delegate.\n")[0] == "failed"
+    assert gpu_outcome("INFO: Explicitly applied GPU delegate, and the model graph will be partially executed by "
+                       "the delegate w/ 2 delegate kernels.")[0] == "partial"
+    assert gpu_outcome("INFO: Created TensorFlow Lite delegate for GPU.\n")[0] == "applied"
     assert gpu_outcome("Though GPU delegate is explicitly applied, the model graph will not be executed by the "
                        "delegate.")[0] == "failed"
     assert parse("GPU acceleration is unsupported on this platform.\n" + summary).gpu == "unsupported"
@@ -364,9 +367,9 @@ def test_a_failing_device_fails_alone_and_resume_redoes_only_its_cells(fault, st
         arm64.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\xb7\x00" + bytes(44))
         bad = replace(bad, benchmark_model=arm64)
     store = Store(tmp_path / "results.sqlite")
-    settings = _settings(repeat=2, timeout_s=3.0)
+    settings = _settings(timeout_s=6.0)  # generous: the healthy device must finish well inside it on a busy CI host
     first = run_bench([model], [healthy, bad], _inventory(program, host_key, healthy, bad), settings, host_key, store)
-    assert len(first) == 4
+    assert len(first) == 2
     assert all(m.status == "ok" for m in first if m.device == "healthy"), [m.reason for m in first]
     failed = [m for m in first if m.status != "ok"]
     assert failed and {m.device for m in failed} == {"bad"}

@@ -136,6 +136,11 @@ class Connection:
             raise DeviceError("unreachable", f"{d.name} ({d.where}): {type(exc).__name__}: {exc}") from None
         self._adb = adb
 
+    @property
+    def connected(self) -> bool:
+        """False once the session died (a drop, a timeout or a protocol error closes it)."""
+        return self._adb is not None
+
     def close(self) -> None:
         if self._adb is not None:
             try:

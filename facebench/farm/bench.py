@@ -246,6 +246,19 @@ def _run_once(conn: Connection, m: Measurement, binary: str, model: BenchModel, 
         m.status, m.median_ms = "ok", out.median_us / 1e3
 
 
+def _session(device: Device, key: Path, settings: BenchSettings, binary: Path, remote_binary: str):
+    """A connection that is probed and has the tool on the device, or a DeviceError (and nothing left open)."""
+    conn = Connection(device, key, settings.connect_timeout_s, settings.connect_timeout_s)
+    conn.connect()
+    try:
+        info = probe(conn)
+        conn.push_if_changed(binary, remote_binary, mode=0o755)
+    except DeviceError:
+        conn.close()
+        raise
+    return conn, info
+
+
 def bench_device(device: Device, cells: list[tuple[BenchModel, int]], settings: BenchSettings, binary: Path,
                  key: Path, emit: Callable[[Measurement], None]) -> None:
     """Run ``cells`` (model, repeat) on one device in order, emitting one Measurement each."""
@@ -259,10 +272,7 @@ def bench_device(device: Device, cells: list[tuple[BenchModel, int]], settings: 
                         repeat, settings.key(), started=time.time())
         try:
             if conn is None:
-                conn = Connection(device, key, settings.connect_timeout_s, settings.connect_timeout_s)
-                conn.connect()
-                info = probe(conn)
-                conn.push_if_changed(binary, remote_binary, mode=0o755)
+                conn, info = _session(device, key, settings, binary, remote_binary)
                 pushed.clear()
             m.device_info = info
             if model.sha256 not in pushed:
@@ -274,7 +284,7 @@ def bench_device(device: Device, cells: list[tuple[BenchModel, int]], settings: 
             _run_once(conn, m, remote_binary, model, device, settings)
         except DeviceError as exc:
             m.failure, m.reason = exc.kind, str(exc)
-            if conn is not None and conn._adb is None:  # the session died with it: reconnect for the next cell
+            if conn is not None and not conn.connected:  # the session died with it: reconnect for the next cell
                 conn = None
             if exc.kind in ("unreachable", "unauthorised"):
                 m.finished = time.time()

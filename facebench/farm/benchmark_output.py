@@ -74,7 +74,12 @@ def gpu_outcome(text: str) -> tuple[str, tuple[int, int] | None, str]:
         done = int(match.group(1))
         total = int(match.group(2)) if match.group(2) else done
         return ("applied" if done == total else "partial"), (done, total), match.group(0)
-    if "Created TensorFlow Lite delegate for GPU" in text or "Applied GPU delegate" in text:
+    for line in text.splitlines():
+        if "GPU delegate, and the model graph will be completely executed" in line:
+            return "applied", None, line.strip()
+        if "GPU delegate, and the model graph will be partially executed" in line:
+            return "partial", None, line.strip()
+    if "Created TensorFlow Lite delegate for GPU" in text:
         return "applied", None, "Created TensorFlow Lite delegate for GPU"
     return "not requested", None, ""
 
