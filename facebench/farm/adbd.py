@@ -329,7 +329,7 @@ class _Connection:
         try:
             st = os.stat(self.device.local(path))
             return b"STAT" + struct.pack("<3I", st.st_mode, st.st_size & 0xFFFFFFFF, int(st.st_mtime))
-        except (OSError, PermissionError):
+        except OSError:
             return b"STAT" + bytes(12)
 
     def _list(self, path: str) -> bytes:
@@ -341,7 +341,7 @@ class _Connection:
                 encoded = name.encode()
                 out += b"DENT" + struct.pack("<4I", st.st_mode, st.st_size & 0xFFFFFFFF, int(st.st_mtime),
                                               len(encoded)) + encoded
-        except (OSError, PermissionError):
+        except OSError:
             pass
         return bytes(out) + b"DONE" + bytes(16)
 
@@ -370,7 +370,7 @@ class _Connection:
             os.chmod(partial, stat.S_IMODE(int(mode)))  # sent in decimal, as st_mode
             os.utime(partial, (mtime, mtime))
             os.replace(partial, target)
-        except (OSError, PermissionError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             message = f"couldn't create file: {exc}".encode()
             stream.write(b"FAIL" + struct.pack("<I", len(message)) + message)
             return
@@ -379,7 +379,7 @@ class _Connection:
     def _send_file(self, stream: _Stream, path: str) -> None:
         try:
             data = self.device.local(path).read_bytes()
-        except (OSError, PermissionError) as exc:
+        except OSError as exc:
             message = f"remote object '{path}' does not exist or cannot be read: {exc}".encode()
             stream.write(b"FAIL" + struct.pack("<I", len(message)) + message)
             return

@@ -153,10 +153,6 @@ class Measurement:
     started: float = 0.0
     finished: float = 0.0
 
-    @property
-    def label(self) -> str:
-        return f"{self.device} ({self.processor})"
-
 
 def measurement_key(model: BenchModel, device: Device, settings: BenchSettings, repeat: int) -> str:
     payload = json.dumps([model.name, model.sha256, device.name, settings.key(), repeat])
