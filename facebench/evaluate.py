@@ -17,16 +17,21 @@ from importlib import metadata
 from facebench import __version__
 from facebench.adapter import Adapter
 from facebench.datasets import fingerprint, load_dataset
-from facebench.face_boxes import face_box_items
-from facebench.harness import items_for, run_adapter
+from facebench.face_boxes import FramingUnavailable, face_box_items, framing
+from facebench.harness import ItemResult, items_for, run_adapter
 from facebench.protocol import Protocol
 from facebench.scoring import score
 from facebench.store import Run, Store, run_key
-from facebench.types import Sample
+from facebench.schemes import scheme_size, shared_points
+from facebench.types import ModelCard, Sample
 
 
 class UntrainedModelError(ValueError):
     """A model whose card says its weights are random was asked for accuracy."""
+
+
+class IncompatibleError(ValueError):
+    """A model that a protocol cannot score (task, landmark scheme or framing), refused before running."""
 
 
 @dataclass
@@ -72,15 +77,15 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     if card.options.get("untrained"):
         raise UntrainedModelError(f"{card.name} has untrained (random) weights: it is for cost and latency only, "
                                   "and no accuracy is reported for it; give it a trained checkpoint")
-    if protocol.task not in ("any", card.task):
-        raise ValueError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
+    framing = check_compatible(card, protocol)
     skipped: list[str] = []
     if samples is None:
         samples = protocol_samples(protocol, root, skipped if skip_bad else None)
     samples = list(samples)
     fp = fingerprint(samples)
     runtime = runtime or default_runtime(adapter_cls)
-    key = run_key(card.to_dict(), runtime, protocol.content_hash, fp)
+    # the framing's words carry its calibrated transform: a new calibration is a new run
+    key = run_key({**card.to_dict(), "framing": framing}, runtime, protocol.content_hash, fp)
 
     existing = store.get_run(key)
     if existing and existing.status == "complete" and not force:
@@ -96,7 +101,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     done = store.item_keys(key)
     todo = [item for item in items if item.key not in done]
     if card.task == "landmarks" and todo:
-        todo, unboxed = face_box_items(protocol.face_box, todo, threads=threads)
+        todo, unboxed = face_box_items(protocol.face_box, todo, card, threads=threads)
         store.add_items(key, unboxed)
 
     bar = _progress_bar(len(items), len(done), f"{card.name} on {protocol.id}", progress)
@@ -107,13 +112,47 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
         bar.close()
 
     results = {r.key: r for r in store.items(key)}
+    # an item without a stored outcome is a failure, never silently absent
+    lost = [ItemResult(item.key, None, "no outcome was stored for this item") for item in items
+            if item.key not in results]
+    if lost:
+        store.add_items(key, lost)
+        results.update({r.key: r for r in lost})
     predictions = {k: r.prediction for k, r in results.items()}
     failures = [(r.key, r.error) for r in results.values() if r.error]
     metrics, per_item = score(protocol, samples, predictions, card)
     curves = {k[1:]: metrics.pop(k) for k in [k for k in metrics if k.startswith("_")]}
     metrics["failures"] = len(failures)
+    if framing:
+        metrics["framing"] = framing
     store.complete_run(key, metrics, per_item, len(items), len(failures), curves)
     return Evaluation(store.get_run(key), False, failures, skipped)
+
+
+def check_compatible(card: ModelCard, protocol: Protocol) -> str:
+    """Refuse, before anything runs, a model the protocol cannot score; return its framing in words
+    (empty for detectors).
+
+    A landmark model must share points with the protocol's scheme (all of them
+    where the protocol compares ``all``), and its box convention must be one
+    the protocol's framing can give it."""
+    if protocol.task not in ("any", card.task):
+        raise IncompatibleError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
+    if card.task != "landmarks":
+        return ""
+    if protocol.scheme and protocol.metric in ("nme", "regions", "early_exit"):
+        try:
+            shared = shared_points(card.scheme, protocol.scheme)
+        except ValueError:
+            raise IncompatibleError(f"{card.name} predicts {card.scheme} points and {protocol.id} scores "
+                                    f"{protocol.scheme}: no mapping between them") from None
+        if protocol.points == "all" and len(shared) != scheme_size(protocol.scheme):
+            raise IncompatibleError(f"{protocol.id} compares all {scheme_size(protocol.scheme)} points of "
+                                    f"{protocol.scheme}; {card.name}'s {card.scheme} gives {len(shared)}")
+    try:
+        return framing(protocol.face_box, card, protocol.scheme)
+    except FramingUnavailable as exc:
+        raise IncompatibleError(f"{protocol.id}: {exc}") from None
 
 
 def protocol_samples(protocol: Protocol, root=None, skipped: list[str] | None = None) -> list[Sample]:

@@ -22,16 +22,21 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from facebench.adapter import Adapter, check_prediction
-from facebench.types import Box, Prediction, Sample
+from facebench.imaging import image_size
+from facebench.types import Box, Detection, Face, Prediction, Sample
 
 
 @dataclass(frozen=True)
 class Item:
-    """One unit of work: a whole image for detectors, one face for landmark models."""
+    """One unit of work: a whole image for detectors, one face for landmark models.
+
+    ``face`` is the annotated face a landmark item is about; ``face_box`` the
+    box its model is given (:mod:`facebench.face_boxes` frames it)."""
 
     key: str
     sample: Sample
-    face_box: Box | None = None
+    face_box: Box | Detection | None = None
+    face: Face | None = None
 
 
 @dataclass
@@ -42,6 +47,28 @@ class ItemResult:
     preprocess_s: float = 0.0
     forward_s: float = 0.0
     postprocess_s: float = 0.0
+
+
+def check_within_image(prediction: Prediction, size: tuple[int, int], reach: float = 1.0) -> None:
+    """Raise ValueError for a finite but absurd prediction: a point or box corner more than
+    ``reach`` image sizes outside the image (a decoding bug, not a poor guess, so a failure)."""
+    width, height = size
+    points = []
+    if prediction.landmarks is not None:
+        points.append(prediction.landmarks.points[:, :2])
+    for det in prediction.detections or ():
+        points.append(det.box.as_array().reshape(2, 2))
+        if det.keypoints is not None:
+            points.append(np.asarray(det.keypoints, dtype=np.float64)[:, :2])
+    if not points:
+        return
+    xy = np.concatenate(points)
+    lo, hi = np.array([-reach * width, -reach * height]), np.array([(1 + reach) * width, (1 + reach) * height])
+    outside = np.flatnonzero(((xy < lo) | (xy > hi)).any(axis=1))
+    if outside.size:
+        x, y = xy[outside[0]]
+        raise ValueError(f"prediction far outside the {width}x{height} image: ({x:.1f}, {y:.1f}) and "
+                         f"{outside.size - 1} more point(s) beyond {reach:g} image size(s) from its edges")
 
 
 def _describe(exc: BaseException) -> str:
@@ -60,9 +87,12 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
     card = adapter.card
     results: dict[str, ItemResult] = {}
 
+    sizes: dict[str, tuple[int, int]] = {}
+
     def pre(item: Item):
         start = time.perf_counter()
         inputs, context = adapter.preprocess(item.sample, item.face_box)
+        sizes[item.key] = image_size(item.sample)
         return inputs, context, time.perf_counter() - start
 
     def post(item: Item, outputs, context, timing: ItemResult) -> ItemResult:
@@ -70,6 +100,7 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
         try:
             prediction = adapter.postprocess(outputs, context)
             check_prediction(prediction, card)
+            check_within_image(prediction, sizes.pop(item.key))
             timing.prediction = prediction
         except Exception as exc:  # noqa: BLE001 - any adapter error is the item's failure
             timing.error = f"postprocess: {_describe(exc)}"
@@ -168,4 +199,4 @@ def items_for(task: str, samples: Iterable[Sample]) -> list[Item]:
     """Detectors see whole images; landmark models see each annotated face by its box."""
     if task == "detector":
         return [Item(s.id, s) for s in samples]
-    return [Item(f"{s.id}#{k}", s, face.box) for s in samples for k, face in enumerate(s.faces)]
+    return [Item(f"{s.id}#{k}", s, face.box, face) for s in samples for k, face in enumerate(s.faces)]

@@ -27,6 +27,7 @@ from facebench.leaderboard import (
 )
 from facebench.protocol import Protocol, builtin_protocols
 from facebench.report import write_atomic
+from facebench.reported import OTHER_DATA
 from facebench.store import Store
 
 STYLE = """
@@ -36,6 +37,9 @@ table.leaderboard { border-collapse: collapse; margin: 0.8em 0; font-size: 12px;
 table.leaderboard th, table.leaderboard td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; }
 table.leaderboard th { background: #f3f3f3; }
 tr.reported td { color: #555; font-style: italic; background: #fffbea; }
+tr.stale td { color: #888; text-decoration: line-through; }
+table.leaderboard caption { text-align: left; font-weight: 600; padding: 0.3em 0; }
+table.leaderboard caption small { font-weight: normal; color: #555; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; display: block; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; font-size: 12px; }
 dt { font-weight: 600; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
@@ -60,6 +64,13 @@ def _protocol_details(p: Protocol) -> str:
 def figures_for(store: Store, protocol: Protocol, rows: list[dict], out: Path, kind: str | None = None) -> list[Path]:
     """The protocol's figures (``kind``: only tradeoff, ced, pr or early-exit); those with nothing to draw are left out."""
     runs = [store.get_run(r["run_key"]) for r in rows if r["kind"] == "measured" and r["protocol"] == protocol.id]
+    copies: dict[str, int] = {}
+    for run in runs:
+        copies[run.model] = copies.get(run.model, 0) + 1
+
+    def label(run) -> str:  # a model measured on several copies of the data gets one curve per copy
+        return run.model if copies[run.model] == 1 else f"{run.model} [{run.dataset_fingerprint[:8]}]"
+
     figures = []
     if kind in (None, "tradeoff"):
         figures.append(plots.tradeoff(rows, protocol, out))
@@ -68,10 +79,10 @@ def figures_for(store: Store, protocol: Protocol, rows: list[dict], out: Path, k
         for run in runs:
             errors = [m["nme"] if m.get("nme") is not None else np.inf for m in store.item_metrics(run.key).values()]
             if errors:
-                curves[run.model] = (np.array(errors), run.metrics or {})
+                curves[label(run)] = (np.array(errors), run.metrics or {})
         figures.append(plots.ced(curves, protocol, out))
     if kind in (None, "pr") and protocol.metric in ("ap", "wider_ap"):
-        figures.append(plots.precision_recall({r.model: store.curves(r.key).get("pr", {}) for r in runs}, protocol, out))
+        figures.append(plots.precision_recall({label(r): store.curves(r.key).get("pr", {}) for r in runs}, protocol, out))
     if kind in (None, "early-exit") and protocol.metric == "early_exit":
         from facebench.early_exit_report import write_early_exit
 
@@ -90,14 +101,20 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
     """Write the page and everything it shows; return the path of index.html."""
     out = Path(out)
     protocols = protocols if protocols is not None else builtin_protocols()
-    rows = leaderboard_rows(store)
+    rows = leaderboard_rows(store, protocols=protocols)
     write_leaderboard_files(rows, out, protocols)
     sections, toc = [], []
     for pid in sorted({r["protocol"] for r in rows} | set(protocols)):
         protocol = protocols.get(pid)
         group = [r for r in rows if r["protocol"] == pid]
         measured = sum(r["kind"] == "measured" for r in group)
-        if protocol is None or not group:
+        if not group:
+            continue
+        if protocol is None:  # reported on data no protocol has, or runs of a protocol file not given
+            what = OTHER_DATA.get(pid, "a protocol that is not built in (its file was not given: content unchecked)")
+            sections.append(f'<h2 id="{html.escape(pid)}">{html.escape(pid)}</h2><p>Measured on {html.escape(what)}.</p>'
+                            + render_html_tables(group, protocols))
+            toc.append(f'<li><a href="#{html.escape(pid)}">{html.escape(pid)}</a> (not a built-in protocol)</li>')
             continue
         body = [f'<h2 id="{html.escape(pid)}">{html.escape(pid)}: {html.escape(protocol.title)}</h2>',
                 _protocol_details(protocol), render_html_tables(group, protocols)]
@@ -110,8 +127,9 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
             rel = figure.relative_to(out).as_posix()
             body.append(f'<img src="{html.escape(rel)}" alt="{html.escape(figure.stem)}">')
         sections.append("\n".join(body))
+        n_reported = sum(r["kind"] == "reported" for r in group)
         toc.append(f'<li><a href="#{html.escape(pid)}">{html.escape(pid)}</a> '
-                   f"({measured} measured, {len(group) - measured} reported)</li>")
+                   f"({measured} measured, {n_reported} reported)</li>")
     latency = plots.latency(rows + latency_only_rows(store, rows), out)
     if latency is not None:
         sections.append('<h2 id="latency">Latency per device</h2>'
@@ -123,7 +141,9 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
 <body>
 <h1>facebench report</h1>
 <p>{len(rows)} rows: {sum(r['kind'] == 'measured' for r in rows)} measured by facebench, {sum(r['kind'] == 'reported' for r in rows)}
-reported in papers (marked <em>reported</em>, shaded, with their source; never mixed with measured rows).
+reported in papers (each protocol's "Reported (not measured here)" block, shaded, with the data, normaliser or
+test setting and source of each figure; never mixed with measured rows), {sum(r['kind'] == 'stale' for r in rows)}
+of a protocol whose content has changed since (struck through).
 Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.</p>
 <ul>{''.join(toc)}</ul>
 {''.join(f'<section>{s}</section>' for s in sections)}

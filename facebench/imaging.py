@@ -28,6 +28,24 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"cannot read image {path}: {exc}") from exc
 
 
+def image_size(sample) -> tuple[int, int]:
+    """(width, height) of a sample's image: from its attributes or file header where it can, else decoded."""
+    size = sample.attributes.get("image_size")
+    if size is not None:
+        return int(size[0]), int(size[1])
+    path = getattr(sample.image, "path", None)
+    if path is not None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise ImageError(f"cannot read image {path}: {exc}") from exc
+    height, width = sample.image().shape[:2]
+    return width, height
+
+
 class ImageFile:
     """A lazily read image file, usable as ``Sample.image``."""
 

@@ -1,9 +1,18 @@
-"""The leaderboard: one row per model and protocol, measured and reported, in four formats.
+"""The leaderboard: measured rows and the papers' rows, per protocol, in four formats.
 
-Measured rows come from the results store. A model whose card changed has
-several complete runs for one protocol; the newest is its row (the others
-stay in the store). Reported rows (:mod:`facebench.reported`) are marked
-``reported`` with their source, and sorted after the measured ones.
+A measured row is keyed on (model, protocol id, protocol content hash,
+dataset fingerprint): the newest complete run of each key is its row. So a
+3-face debug copy of a dataset never replaces the 2,500-face result (each
+copy is its own row, with its fingerprint and face count shown), and a card
+change still gives one row (the newest). A run whose protocol hash is not the
+current content of its protocol (built-in, or the file given) is not a
+current row: it is kept apart, ``kind = "stale"``, shown as "stale protocol".
+
+Reported rows (:mod:`facebench.reported`) sit in their own block,
+"Reported (not measured here)", with the data and point count they were
+measured on, their normaliser or test setting, and the difference to the best
+measured row of the protocol (and to a measured model of the same family) on
+the headline metric: context, not a ranking, since the data differ.
 Latency is per device: measured runs give the host CPU's forward time per
 item (batched, median and 10th-90th percentile); device-farm results add
 their phones; reported rows carry the paper's device.
@@ -15,6 +24,7 @@ import csv
 import html
 import io
 import json
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,20 +32,37 @@ from pathlib import Path
 import numpy as np
 
 from facebench.protocol import Protocol, builtin_protocols
-from facebench.reported import reported
+from facebench.reported import OTHER_DATA, reported
 from facebench.store import Run, Store
 
 FORMATS = ("md", "csv", "json", "html")
+CURRENT, STALE, UNCHECKED = "current", "stale protocol", "protocol file not given"
+REPORTED_BLOCK = "Reported (not measured here)"
+
+
+def row_key(run: Run) -> tuple[str, str, str, str]:
+    """What a leaderboard row stands for: model, protocol id, protocol hash, dataset fingerprint."""
+    return (run.model, run.protocol, run.protocol_hash, run.dataset_fingerprint)
 
 
 def latest_runs(runs: Iterable[Run]) -> list[Run]:
-    """The newest complete run of each (model, protocol)."""
-    newest: dict[tuple[str, str], Run] = {}
+    """The newest complete run of each :func:`row_key`."""
+    newest: dict[tuple[str, str, str, str], Run] = {}
     for r in runs:
-        k = (r.model, r.protocol)
+        if r.status != "complete":
+            continue
+        k = row_key(r)
         if k not in newest or (r.finished or 0) > (newest[k].finished or 0):
             newest[k] = r
-    return sorted(newest.values(), key=lambda r: (r.protocol, r.model))
+    return sorted(newest.values(), key=lambda r: (r.protocol, r.model, r.dataset_fingerprint))
+
+
+def protocol_status(run: Run, protocols: dict[str, Protocol]) -> str:
+    """current, stale protocol (the protocol's content changed since), or unchecked (its file was not given)."""
+    protocol = protocols.get(run.protocol)
+    if protocol is None:
+        return UNCHECKED
+    return CURRENT if protocol.content_hash == run.protocol_hash else STALE
 
 
 def host_latency(forward_s: np.ndarray, cpu: str | None) -> dict[str, dict]:
@@ -48,12 +75,14 @@ def host_latency(forward_s: np.ndarray, cpu: str | None) -> dict[str, dict]:
                                                "p90_ms": float(p90), "n": int(f.size)}}
 
 
-def measured_row(run: Run, forward_s: np.ndarray | None = None) -> dict:
+def measured_row(run: Run, forward_s: np.ndarray | None = None, status: str = CURRENT) -> dict:
     env = run.environment or {}
     runtime = env.get("runtime", {})
+    metrics = run.metrics or {}
+    faces = metrics.get("faces", run.n_items)
     return {
-        "model": run.model, "protocol": run.protocol, "kind": "measured",
-        "metrics": run.metrics or {},
+        "model": run.model, "protocol": run.protocol, "kind": "stale" if status == STALE else "measured",
+        "status": status, "metrics": metrics,
         "macs": sum(run.card.get("macs", {}).values()) or None,
         "parameters": run.card.get("options", {}).get("parameters"),
         "latency": host_latency(forward_s, env.get("cpu")) if forward_s is not None else {},
@@ -61,17 +90,21 @@ def measured_row(run: Run, forward_s: np.ndarray | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d", time.gmtime(run.finished or run.started or 0)),
         "versions": {"facebench": env.get("facebench"),
                      "runtime": f"{runtime.get('runtime', run.runtime)} {runtime.get('version', '')}".strip()},
-        "source": "facebench", "dataset": run.dataset_fingerprint, "protocol_hash": run.protocol_hash,
-        "run_key": run.key, "note": "",
+        "source": "facebench", "dataset": run.dataset_fingerprint, "faces": faces,
+        # the lead's run metrics: how the face was framed and how many points compared (shown, never computed here)
+        "framing": metrics.get("framing") or "", "points": metrics.get("points"),
+        "protocol_hash": run.protocol_hash, "run_key": run.key, "note": "",
     }
 
 
 def reported_rows(protocol: str | None = None) -> list[dict]:
-    return [{"model": r.model, "protocol": r.protocol, "kind": "reported", "metrics": dict(r.metrics),
-             "macs": r.macs, "parameters": None,
+    return [{"model": r.model, "variant": r.variant, "protocol": r.protocol, "kind": "reported", "status": "",
+             "metrics": dict(r.metrics), "macs": r.macs, "gflops": r.gflops, "parameters": r.params,
              "latency": {device: {"median_ms": ms} for device, ms in r.latency_ms.items()},
              "items": None, "failures": None, "date": "", "versions": {}, "source": r.source,
-             "dataset": r.dataset, "protocol_hash": "", "run_key": "", "note": r.note}
+             "source_location": r.source_location, "dataset": r.dataset, "faces": None, "points": r.points,
+             "framing": "", "normalisation": r.normalisation, "basis": r.basis, "group": r.group,
+             "image_read": r.image_read, "protocol_hash": "", "run_key": "", "note": r.note}
             for r in reported(protocol)]
 
 
@@ -95,12 +128,25 @@ def device_latency(records: Iterable[dict]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def leaderboard_rows(store: Store, protocol: str | None = None, include_reported: bool = True) -> list[dict]:
+def leaderboard_rows(store: Store, protocol: str | None = None, include_reported: bool = True,
+                     protocols: dict[str, Protocol] | None = None, include_stale: bool = True) -> list[dict]:
+    """Measured rows (current first, then stale ones unless left out), then reported rows.
+
+    ``protocols``: the protocols whose current content decides what is stale
+    (default: the built-in ones; add a user's protocol file to check its runs).
+    """
+    protocols = protocols if protocols is not None else builtin_protocols()
     runs = [r for r in latest_runs(store.runs()) if protocol is None or r.protocol == protocol]
     phones = device_latency(store.device_results(status="ok"))
-    rows = [measured_row(r, store.forward_times(r.key)) for r in runs]
-    for row in rows:
-        row["latency"].update(phones.get(row["model"], {}))
+    rows = []
+    for r in runs:
+        status = protocol_status(r, protocols)
+        if status == STALE and not include_stale:
+            continue
+        row = measured_row(r, store.forward_times(r.key), status)
+        if status != STALE:
+            row["latency"].update(phones.get(row["model"], {}))
+        rows.append(row)
     return rows + (reported_rows(protocol) if include_reported else [])
 
 
@@ -112,13 +158,19 @@ def latency_only_rows(store: Store, rows: list[dict]) -> list[dict]:
 
 
 def _columns(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> list[str]:
+    """The protocol's columns, then any other metric a row of ``group`` has (reported subsets, e.g. pose_fr)."""
     protocol = protocols.get(pid)
-    if protocol and protocol.columns:
-        return list(protocol.columns)
-    return sorted({k for r in group for k in r["metrics"]})
+    base = list(protocol.columns) if protocol and protocol.columns else []
+    extra = sorted({k for r in group for k, v in r["metrics"].items()
+                    if k not in base and not k.startswith("_") and not isinstance(v, (dict, list, str))})
+    if protocol and protocol.columns and any(r["kind"] != "reported" for r in group):
+        return base  # measured rows: the protocol's own columns
+    return base + extra
 
 
 def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else ""
     if isinstance(value, float):
         return "nan" if np.isnan(value) else f"{value:.4f}"
     return "" if value is None else str(value)
@@ -132,27 +184,149 @@ def _latency_text(latency: dict) -> str:
     return "; ".join(parts)
 
 
-def table(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of one protocol's table, rows in the order given."""
+def headline(protocol: Protocol | None) -> tuple[str, bool] | None:
+    """The metric a protocol is ranked on and whether lower is better (None: no such metric)."""
+    if protocol is None:
+        return None
+    if protocol.metric == "nme":
+        return ("yawbalanced" if "yaw_attribute" in protocol.options else "nme"), True
+    return {"regions": ("all", True), "jitter": ("jitter", True), "early_exit": ("nme_last", True),
+            "ap": ("ap50", False), "wider_ap": ("hard", False), "roc": ("tpr@1000", False)}.get(protocol.metric)
+
+
+def family(name: str) -> str:
+    """A model's family for matching papers' rows with measured ones: 'BlazeFace (paper)' -> 'blazeface'."""
+    return re.sub(r"[^a-z0-9]", "", name.split("(")[0].lower())
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+        return float(value)
+    return None
+
+
+def versus_measured(row: dict, measured: list[dict], protocol: Protocol | None) -> str:
+    """The reported row's headline metric minus the best measured row's, and minus the same family's."""
+    rule = headline(protocol)
+    if rule is None:
+        return ""
+    key, lower = rule
+    mine = _number(row["metrics"].get(key))
+    scored = [(r, _number(r["metrics"].get(key))) for r in measured]
+    scored = [(r, v) for r, v in scored if v is not None]
+    if mine is None or not scored:
+        return ""
+    best = (min if lower else max)(scored, key=lambda rv: rv[1])
+    parts = [f"{key} {mine - best[1]:+.4f} vs best measured ({best[0]['model']})"]
+    fam = family(row["model"])
+    same = [(r, v) for r, v in scored if fam and (family(r["model"]).startswith(fam) or fam.startswith(family(r["model"])))]
+    if same:
+        near = (min if lower else max)(same, key=lambda rv: rv[1])
+        if near[0] is not best[0]:
+            parts.append(f"{mine - near[1]:+.4f} vs same family ({near[0]['model']})")
+        else:
+            parts[0] += " (same family)"
+    return "; ".join(parts)
+
+
+def _dataset_text(r: dict) -> str:
+    fingerprint = (r["dataset"] or "")[:12]
+    faces = r.get("faces")
+    return f"{fingerprint} ({faces} faces)" if faces is not None else fingerprint
+
+
+def measured_table(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a protocol's measured (or stale) rows, in the order given."""
     columns = _columns(pid, group, protocols)
-    header = ["model", "kind", *columns, "MACs (M)", "params", "latency", "failures", "date", "versions", "source"]
+    points = [] if "points" in columns else ["points"]
+    header = ["model", "kind", *columns, "framing", *points, "dataset (faces)", "MACs (M)", "params", "latency",
+              "failures", "date", "versions", "source"]
     body = []
     for r in group:
         versions = " ".join(f"{k} {v}" for k, v in r["versions"].items() if v)
         failures = f"{r['failures']}/{r['items']}" if r["items"] is not None else ""
-        source = r["source"] if r["kind"] == "reported" else f"dataset {r['dataset']}"
-        if r["note"]:
-            source += f" ({r['note']})"
-        body.append([r["model"], r["kind"], *[_fmt(r["metrics"].get(c)) for c in columns],
+        kind = STALE if r["kind"] == "stale" else r["kind"]
+        source = "facebench" + (f" (protocol {r['protocol_hash']}: {r['status']})" if r["status"] != CURRENT else "")
+        body.append([r["model"], kind, *[_fmt(r["metrics"].get(c)) for c in columns], r.get("framing") or "",
+                     *[_fmt(r.get("points")) for _ in points], _dataset_text(r),
                      f"{r['macs'] / 1e6:.1f}" if r["macs"] else "", _fmt(r["parameters"]),
                      _latency_text(r["latency"]), failures, r["date"], versions, source])
     return header, body
 
 
+def reported_table(pid: str, group: list[dict], measured: list[dict],
+                   protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a protocol's reported rows, with their data, setting and the delta to measured rows."""
+    columns = _columns(pid, group, protocols)
+    header = ["model", "kind", *columns, "vs measured here", "variant", "normalisation / test setting", "basis",
+              "measured on", "points", "MACs (M)", "GFLOPs", "params (M)", "latency", "read from image", "source"]
+    protocol = protocols.get(pid)
+    body = []
+    for r in group:
+        source = r["source"] + (f" <{r['source_location']}>" if r.get("source_location") else "")
+        if r["note"]:
+            source += f" ({r['note']})"
+        params = r["parameters"]
+        body.append([r["model"], r["kind"], *[_fmt(r["metrics"].get(c)) for c in columns],
+                     versus_measured(r, measured, protocol), r.get("variant") or "", r.get("normalisation") or "",
+                     r.get("basis") or "", r["dataset"], _fmt(r.get("points")),
+                     f"{r['macs'] / 1e6:.1f}" if r["macs"] else "", f"{r['gflops']:g}" if r.get("gflops") else "",
+                     f"{params / 1e6:.2f}" if isinstance(params, (int, float)) else "",
+                     _latency_text(r["latency"]), "yes" if r.get("image_read") else "", source])
+    return header, body
+
+
+def table(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the measured rows of ``group`` (reported rows: :func:`blocks`)."""
+    return measured_table(pid, [r for r in group if r["kind"] != "reported"], protocols)
+
+
+def _title(pid: str, protocols: dict[str, Protocol]) -> str:
+    protocol = protocols.get(pid)
+    if protocol:
+        return f"{pid}: {protocol.title}"
+    if pid in OTHER_DATA:
+        return f"{pid}: measured on {OTHER_DATA[pid]}"
+    return pid
+
+
+def blocks(pid: str, group: list[dict], protocols: dict[str, Protocol]) -> list[tuple[str, str, str, list, list]]:
+    """A protocol's tables: (block, title, caption, header, body) for measured, stale and each reported group."""
+    measured = [r for r in group if r["kind"] == "measured"]
+    stale = [r for r in group if r["kind"] == "stale"]
+    out = []
+    if measured:
+        out.append(("measured", "Measured here", "", *measured_table(pid, measured, protocols)))
+    if stale:
+        caption = ("Stored runs of an earlier content of this protocol (their protocol hash is not the current "
+                   "one): kept for reference, not comparable with the rows above.")
+        out.append(("stale", "Stale protocol (not current)", caption, *measured_table(pid, stale, protocols)))
+    rep = [r for r in group if r["kind"] == "reported"]
+    groups: dict[str, list[dict]] = {}
+    for r in rep:
+        groups.setdefault(r.get("group") or "", []).append(r)
+    for name, rows in sorted(groups.items()):
+        title = REPORTED_BLOCK + (f": test setting {name}" if name else "")
+        caption = ("Figures published by their authors or third parties on their own copy of the data, crops and "
+                   "settings, never run here: 'measured on', 'points' and 'normalisation / test setting' say what they "
+                   "are; 'basis' says how the normaliser or setting is known (stated, inferred from the source's own "
+                   "figures, the benchmark's single convention, or not stated). 'vs measured here' is the difference on the headline metric "
+                   "to the best measured row of this protocol (and to a measured model of the same family): context, "
+                   "not a ranking. Disagreeing sources are separate rows.")
+        if name:
+            caption += (" This protocol does not fix a test setting (facebench runs each detector at its own input); "
+                        "rows of different settings are not comparable with each other.")
+        if pid in OTHER_DATA:
+            caption += f" Measured on {OTHER_DATA[pid]}: no facebench protocol runs on that data."
+        out.append(("reported", title, caption, *reported_table(pid, rows, measured, protocols)))
+    return out
+
+
 def _grouped(rows: Iterable[dict]) -> dict[str, list[dict]]:
-    """Rows by protocol; in each, measured rows first, then reported, by model."""
+    """Rows by protocol; in each, measured rows first, then stale, then reported, by model."""
+    order = {"measured": 0, "stale": 1, "reported": 2}
     out: dict[str, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: (r["kind"] != "measured", r["model"])):
+    for r in sorted(rows, key=lambda r: (order.get(r["kind"], 3), r["model"], r.get("dataset") or "")):
         out.setdefault(r["protocol"], []).append(r)
     return dict(sorted(out.items()))
 
@@ -171,41 +345,48 @@ def render(rows: list[dict], fmt: str, protocols: dict[str, Protocol] | None = N
     if not rows:
         lines.append("No results yet: run `facebench run`.")
     for pid, group in _grouped(rows).items():
-        protocol = protocols.get(pid)
-        lines += [f"## {pid}: {protocol.title}" if protocol else f"## {pid}", ""]
-        header, body = table(pid, group, protocols)
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
-        lines.append("")
+        lines += [f"## {_title(pid, protocols)}", ""]
+        for _, title, caption, header, body in blocks(pid, group, protocols):
+            lines += [f"### {title}", ""] + ([caption, ""] if caption else [])
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
+            lines.append("")
     return "\n".join(lines)
 
 
 def _render_csv(rows: list[dict]) -> str:
-    metric_names = sorted({k for r in rows for k in r["metrics"]})
+    metric_names = sorted({k for r in rows for k, v in r["metrics"].items()
+                           if not k.startswith("_") and not isinstance(v, (dict, list))})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["protocol", "model", "kind", *metric_names, "macs", "parameters", "latency", "items", "failures",
-                     "date", "facebench", "runtime", "source", "dataset", "note"])
+    writer.writerow(["protocol", "model", "kind", *metric_names, "status", "variant", "macs", "gflops", "parameters",
+                     "latency", "items", "failures", "faces", "framing", "points", "date", "facebench", "runtime",
+                     "source", "source_location", "dataset", "protocol_hash", "normalisation", "basis", "group",
+                     "image_read", "note"])
     for r in rows:
         writer.writerow([r["protocol"], r["model"], r["kind"], *[_fmt(r["metrics"].get(m)) for m in metric_names],
-                         r["macs"] or "", r["parameters"] or "", _latency_text(r["latency"]), _fmt(r["items"]),
-                         _fmt(r["failures"]), r["date"], r["versions"].get("facebench") or "",
-                         r["versions"].get("runtime") or "", r["source"], r["dataset"], r["note"]])
+                         r.get("status", ""), r.get("variant", ""), r["macs"] or "", _fmt(r.get("gflops")),
+                         r["parameters"] or "", _latency_text(r["latency"]), _fmt(r["items"]), _fmt(r["failures"]),
+                         _fmt(r.get("faces")), r.get("framing", ""), _fmt(r.get("points")), r["date"],
+                         r["versions"].get("facebench") or "", r["versions"].get("runtime") or "", r["source"],
+                         r.get("source_location", ""), r["dataset"], r.get("protocol_hash", ""),
+                         r.get("normalisation", ""), r.get("basis", ""), r.get("group", ""),
+                         _fmt(r.get("image_read", False)), r["note"]])
     return out.getvalue()
 
 
 def render_html_tables(rows: list[dict], protocols: dict[str, Protocol]) -> str:
-    """HTML tables (one per protocol); reported rows carry class ``reported``."""
+    """HTML tables, per protocol one per block; reported rows carry class ``reported``, stale ones ``stale``."""
     parts = []
     for pid, group in _grouped(rows).items():
-        header, body = table(pid, group, protocols)
-        kinds = [r["kind"] for r in group]
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        trs = "".join(f'<tr class="{kind}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-                      for kind, cells in zip(kinds, body))
-        parts.append(f'<table class="leaderboard" data-protocol="{html.escape(pid)}"><thead><tr>{head}</tr></thead>'
-                     f"<tbody>{trs}</tbody></table>")
+        for block, title, caption, header, body in blocks(pid, group, protocols):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            trs = "".join(f'<tr class="{block}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                          for cells in body)
+            cap = html.escape(title) + (f'<br><small>{html.escape(caption)}</small>' if caption else "")
+            parts.append(f'<table class="leaderboard" data-protocol="{html.escape(pid)}" data-block="{block}">'
+                         f"<caption>{cap}</caption><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
     return "\n".join(parts)
 
 

@@ -54,7 +54,7 @@ def _accuracy(row: dict, protocol: Protocol) -> tuple[float | None, str]:
 
 def tradeoff(rows: list[dict], protocol: Protocol, out: Path) -> Path | None:
     """Accuracy against MACs (left) and against latency per device (right)."""
-    rows = [r for r in rows if r["protocol"] == protocol.id]
+    rows = [r for r in rows if r["protocol"] == protocol.id and r["kind"] != "stale"]  # stale: an old protocol
     points = [(r, *_accuracy(r, protocol)) for r in rows]
     points = [(r, y, label) for r, y, label in points if y is not None and np.isfinite(y)]
     if not points:
@@ -70,7 +70,7 @@ def tradeoff(rows: list[dict], protocol: Protocol, out: Path) -> Path | None:
             cost_last = float(r["metrics"].get("cost_last", 0)) or None
             xs, ys = zip(*sorted(family + ([(cost_last, y)] if cost_last else [])))
             ax_macs.plot(np.array(xs) / 1e6, ys, "-o", ms=4, label=f"{r['model']} (thresholds)")
-        elif r["macs"]:
+        elif r["macs"]:  # MACs only: a reported GFLOPs figure (FLOP or MAC convention unstated) is not drawn
             ax_macs.scatter([r["macs"] / 1e6], [y], **style)
             ax_macs.annotate(r["model"], (r["macs"] / 1e6, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         for device, t in r["latency"].items():
@@ -141,6 +141,8 @@ def latency(rows: list[dict], out: Path) -> Path | None:
     """Median latency per model and device, with the 10th-90th percentile spread where measured."""
     best: dict[tuple[str, str], tuple] = {}  # a model is timed in every protocol it ran: keep its largest run
     for r in rows:
+        if r.get("kind") == "stale":
+            continue
         for device, t in r["latency"].items():
             bar = (r["model"], device, t["median_ms"], t.get("p10_ms"), t.get("p90_ms"), r["kind"], t.get("n", 0))
             if bar[6] >= best.get((r["model"], device), bar)[6]:

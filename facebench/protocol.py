@@ -45,12 +45,13 @@ FACE_BOX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "source": str,  # ground-truth | detector
     "rule": str,  # how the ground-truth box is drawn, in words
     "margin": (int, float),  # fraction of the box's side added on every side
-    "detector": str,  # registered detector whose box is used (source = detector)
+    "detector": str,  # registered detector whose box is used (source = detector; default: the card's own)
     "min_iou": (int, float),  # a detection counts for a face at this IoU or more
 }
 _NUMBER = (int, float)
 METRIC_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "ap": {"iou_threshold": _NUMBER, "rule": str, "ap_method": str, "min_area": _NUMBER, "min_face_fraction": _NUMBER},
+    "ap": {"iou_threshold": _NUMBER, "rule": str, "ap_method": str, "min_area": _NUMBER, "min_face_fraction": _NUMBER,
+           "max_detections": int},  # per image, highest scores kept (pycocotools' maxDets); absent = no cap
     "wider_ap": {"iou_threshold": _NUMBER, "settings": list},
     "roc": {"overlap": _NUMBER, "false_positives": list},
     "nme": {"norm": str, "threshold": _NUMBER, "subset_attribute": str, "subset_flags": list, "yaw_attribute": str},
@@ -66,7 +67,14 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class FaceBox:
-    """Where a landmark model's face box comes from."""
+    """Where a landmark model's face box comes from: one of the field's two framings.
+
+    ``ground-truth``: drawn from the ground-truth landmarks in the convention
+    the model's card declares (:mod:`facebench.framing`), grown by ``margin``
+    (a fraction of its width and height on every side). ``detector``: the box
+    of ``detector`` (default: the card's own ``options["detector"]``); a face
+    it misses is a failure.
+    """
 
     source: str = "ground-truth"
     rule: str = ""
@@ -121,8 +129,8 @@ def validate(data: dict, source: str) -> None:
     _check_fields(face_box, FACE_BOX_FIELDS, "face_box.", source)
     if face_box.get("source", "ground-truth") not in ("ground-truth", "detector"):
         raise ProtocolError(f"{source}: face_box.source must be ground-truth or detector")
-    if face_box.get("source") == "detector" and "detector" not in face_box:
-        raise ProtocolError(f"{source}: face_box.source = detector needs face_box.detector")
+    if face_box.get("source", "ground-truth") == "ground-truth" and "detector" in face_box:
+        raise ProtocolError(f"{source}: face_box.detector is for source = detector")
     if data["task"] == "landmarks" and "scheme" not in data:
         raise ProtocolError(f"{source}: a landmarks protocol needs scheme (the ground truth's landmark scheme)")
     if data.get("points", "shared") not in ("shared", "all"):
@@ -149,8 +157,19 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
 
 
 def load_protocol_file(path: str | Path) -> Protocol:
+    """A protocol file; one that reuses a built-in id with other content is refused.
+
+    Results are stored under the id: a file that redefined ``mini-nme`` would
+    otherwise put rows measured on another protocol under the official name.
+    A file identical (in parsed content) to the built-in is accepted.
+    """
     path = Path(path)
-    return parse_protocol(path.read_text(), str(path))
+    protocol = parse_protocol(path.read_text(), str(path))
+    builtin = builtin_protocols().get(protocol.id)
+    if builtin is not None and builtin.content_hash != protocol.content_hash:
+        raise ProtocolError(f"{path}: id {protocol.id!r} is a built-in protocol; this file's content differs "
+                            f"(hash {protocol.content_hash} vs {builtin.content_hash}): give it another id")
+    return protocol
 
 
 def builtin_protocols() -> dict[str, Protocol]:
@@ -164,7 +183,7 @@ def builtin_protocols() -> dict[str, Protocol]:
 
 
 def get_protocol(name: str) -> Protocol:
-    """A built-in protocol by id, or a protocol file by path."""
+    """A built-in protocol by id, or a protocol file by path (see :func:`load_protocol_file`)."""
     if name.endswith(".toml") and Path(name).is_file():
         return load_protocol_file(name)
     protocols = builtin_protocols()

@@ -15,6 +15,72 @@ Mappings are index tables: ``MAPPINGS[(src, dst)]`` gives, for each point of
   aspect ratio), mouth corners and lip midpoints, nose tip. The jaw line, the
   brows and the nose wings have no agreed counterpart and are left out rather
   than faked; protocols compare on the shared points only (:func:`shared_points`).
+* semantic: COFW-29 -> iBUG-68 and AFLW-19 -> iBUG-68, tables below.
+
+COFW-29 (0-based, as :mod:`facebench.datasets.cofw` reads ``phisT``) is the
+LFPW fiducial set of Belhumeur et al. (CVPR 2011) without its six ear points,
+in LFPW's order, "left" being the image's left (the subject's right). The
+order is confirmed by two independent public sources: HRNet's COFW flip pairs
+(HRNet-Facial-Landmark-Detection, ``lib/utils/transforms.py`` MATCHED_PARTS "COFW",
+1-based: 1-2, 3-4, 5-7, 6-8, 9-10, 11-12, 13-15, 14-16, 17-18, 19-20, 23-24),
+and the 68 -> 29 table of Ghiasi & Fowlkes' occlusion-coherence code
+(golnazghiasi/hpm-detection-code, ``Mapping68kToCofw29``: each COFW point as
+the mean of its nearest iBUG points). Where that table uses one iBUG point, or
+the mean of points around one iBUG point that is itself the anatomical
+landmark (lip and chin midlines), the point is mapped:
+
+==========================================  =====  ======
+COFW-29 point                               cofw   ibug68
+==========================================  =====  ======
+brow outer corner, image left / right        0, 1  17, 26
+brow inner corner, image left / right        2, 3  21, 22
+brow top centre, image left / right          4, 6  19, 24
+brow bottom centre                           5, 7  —
+eye outer corner, image left / right         8, 9  36, 45
+eye inner corner, image left / right       10, 11  39, 42
+eyelid top / bottom centres               12 - 15  —  (iBUG has two points per lid)
+pupils                                     16, 17  —
+nostril outer ends (alar base), l / r      18, 19  31, 35
+nose tip                                       20  30
+nose bottom centre (subnasale)                 21  33
+mouth corners, image left / right          22, 23  48, 54
+upper lip top / bottom centre              24, 25  51, 62
+lower lip top / bottom centre              26, 27  66, 57
+chin                                           28  8
+==========================================  =====  ======
+
+So COFW's usual normalisers are, 0-based: outer eye corners (8, 9), HRNet's
+"inter-ocular" (``lib/core/evaluation.py`` compute_nme, on the same ``phisT``
+order), and pupils (16, 17), the eye-centre distance of RCPR-era COFW results
+(Ghiasi & Fowlkes' ``DemoCofw.m`` uses 1-based 17 and 18).
+
+AFLW-19 is AFLW's 21 points without the two ear lobes, as used by the
+AFLW-Full/Frontal benchmarks (SAN, LAB, HRNet): brows 0-5 (image left brow
+outer, centre, inner; right brow inner, centre, outer), eyes 6-11 (left eye
+outer corner, centre, inner corner; right eye inner, centre, outer), nose 12-14
+(left nostril wing, tip, right wing), mouth 15-17 (left corner, centre of the
+mouth opening, right corner), chin 18. Flip pairs from HRNet's "AFLW"
+MATCHED_PARTS. The order and the table below were checked on the 2000
+AFLW2000-3D faces (their ``pt2d``/``pts21`` are AFLW's 21 points; see the
+tests): mapped points lie within about 0.05 outer-corner inter-ocular
+distances (median) of their iBUG counterparts in the 3DDFA-fitted 68 points,
+as close as the eye corners themselves; the nostril wings and the mouth centre
+are further off (0.07 and more) and are left out.
+
+=========================================  ========  ===============
+AFLW-19 point                              aflw19    ibug68
+=========================================  ========  ===============
+brow outer, centre, inner (image left)     0, 1, 2   17, 19, 21
+brow inner, centre, outer (image right)    3, 4, 5   22, 24, 26
+eye outer / inner corners                  6, 8      36, 39
+eye inner / outer corners                  9, 11     42, 45
+eye centres                                7, 10     —
+nose tip                                   13        30
+nostril wings (alare)                      12, 14    —  (iBUG 31/35 are the nostril base, lower and narrower)
+mouth corners                              15, 17    48, 54
+mouth centre                               16        —  (between the lips: 62 or 66 by how open it is)
+chin                                       18        8
+=========================================  ========  ===============
 """
 
 from __future__ import annotations
@@ -59,6 +125,8 @@ def _flip_from_pairs(size: int, pairs) -> tuple[int, ...]:
 _IBUG_PAIRS = ([(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)]
                + [(31, 35), (32, 34), (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),
                   (48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)])
+_COFW_PAIRS = [(0, 1), (2, 3), (4, 6), (5, 7), (8, 9), (10, 11), (12, 14), (13, 15), (16, 17), (18, 19), (22, 23)]
+_AFLW19_PAIRS = [(0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9), (12, 14), (15, 17)]
 _WFLW_PAIRS = ([(i, 32 - i) for i in range(16)] + [(33 + i, 46 - i) for i in range(5)]
                + [(38 + i, 50 - i) for i in range(4)] + [(55, 59), (56, 58)]
                + [(60 + i, 72 - i) for i in range(5)] + [(65, 75), (66, 74), (67, 73)]
@@ -67,7 +135,9 @@ _WFLW_PAIRS = ([(i, 32 - i) for i in range(16)] + [(33 + i, 46 - i) for i in ran
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("ibug68", 68, "iBUG 300-W 68-point markup (Multi-PIE)", _flip_from_pairs(68, _IBUG_PAIRS)),
     Scheme("wflw98", 98, "WFLW 98-point markup, points 96/97 are the pupils", _flip_from_pairs(98, _WFLW_PAIRS)),
-    Scheme("cofw29", 29, "COFW 29-point markup (LFPW layout)"),
+    Scheme("cofw29", 29, "COFW 29-point markup (LFPW layout without the ears)", _flip_from_pairs(29, _COFW_PAIRS)),
+    Scheme("aflw19", 19, "AFLW 21-point markup without the ears (AFLW-Full/Frontal benchmarks)",
+           _flip_from_pairs(19, _AFLW19_PAIRS)),
     Scheme("mediapipe468", 468, "MediaPipe Face Mesh canonical topology"),
     Scheme("mediapipe478", 478, "MediaPipe Face Mesh with 2 x 5 iris points"),
     Scheme("blazeface6", 6, "BlazeFace keypoints: right eye, left eye, nose tip, mouth, right ear, left ear",
@@ -82,13 +152,22 @@ _WFLW_TO_IBUG = {**{i: 2 * i for i in range(17)}, **{17 + i: 33 + i for i in ran
                  **{48 + i: 76 + i for i in range(20)}}
 _MESH_TO_IBUG = {36: 33, 37: 160, 38: 158, 39: 133, 40: 153, 41: 144, 42: 362, 43: 385, 44: 387, 45: 263,
                  46: 373, 47: 380, 48: 61, 54: 291, 51: 0, 57: 17, 62: 13, 66: 14, 30: 1}
+# dst ibug68 index -> src index; see the module docstring for the tables and their sources
+_COFW_TO_IBUG = {17: 0, 26: 1, 21: 2, 22: 3, 19: 4, 24: 6, 36: 8, 45: 9, 39: 10, 42: 11, 31: 18, 35: 19, 30: 20,
+                 33: 21, 48: 22, 54: 23, 51: 24, 62: 25, 66: 26, 57: 27, 8: 28}
+_AFLW19_TO_IBUG = {17: 0, 19: 1, 21: 2, 22: 3, 24: 4, 26: 5, 36: 6, 39: 8, 42: 9, 45: 11, 30: 13, 48: 15, 54: 17, 8: 18}
 
 MAPPINGS: dict[tuple[str, str], tuple[dict[int, int], str]] = {
     ("wflw98", "ibug68"): (_WFLW_TO_IBUG, "exact"),
     ("mediapipe468", "ibug68"): (_MESH_TO_IBUG, "semantic"),
     ("mediapipe478", "ibug68"): (_MESH_TO_IBUG, "semantic"),
     ("ibug68", "five_point"): ({2: 30, 3: 48, 4: 54}, "exact; eye centres are the means of 36-41 and 42-47"),
+    ("cofw29", "ibug68"): (_COFW_TO_IBUG, "semantic"),
+    ("aflw19", "ibug68"): (_AFLW19_TO_IBUG, "semantic"),
 }
+# each table read backwards: a 68-point model scored on WFLW, COFW or AFLW ground truth, on the points they share
+MAPPINGS.update({(dst, src): ({s: d for d, s in table.items()}, f"inverse of {src} -> {dst} ({kind})")
+                 for (src, dst), (table, kind) in list(MAPPINGS.items()) if dst == "ibug68"})
 
 
 def scheme_for_size(n_points: int) -> str | None:

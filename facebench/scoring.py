@@ -22,6 +22,7 @@ from facebench.metrics.detection import (
 from facebench.metrics.early_exit import stop_stage
 from facebench.metrics.landmarks import (
     REGIONS,
+    UnlabelledNormaliser,
     balanced_yaw_nme,
     grouped,
     nme,
@@ -35,8 +36,10 @@ from facebench.types import Prediction, Sample
 
 def score_ap(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
     """AP at an IoU threshold; options ``iou_threshold``, ``rule`` (voc | coco),
-    ``ap_method`` (voc | voc07 | coco101), and a minimum face size as ``min_area``
-    (pixels squared) or ``min_face_fraction`` (of the image area)."""
+    ``ap_method`` (voc | voc07 | coco101), a minimum face size as ``min_area``
+    (pixels squared) or ``min_face_fraction`` (of the image area), and
+    ``max_detections`` per image (absent: no cap; 100 is pycocotools' maxDets,
+    see :mod:`facebench.metrics.detection` for what "equals pycocotools" means)."""
     opts = protocol.options
     gts, ignores, boxes, scores = [], [], [], []
     for sample in samples:
@@ -50,7 +53,8 @@ def score_ap(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping
     if "min_face_fraction" in opts:
         min_area = [float(opts["min_face_fraction"]) * _image_area(s) for s in samples]
     result = evaluate_detections(gts, boxes, scores, ignores, iou_threshold=float(opts.get("iou_threshold", 0.5)),
-                                 rule=opts.get("rule", "voc"), ap=opts.get("ap_method", "voc"), min_area=min_area)
+                                 rule=opts.get("rule", "voc"), ap=opts.get("ap_method", "voc"), min_area=min_area,
+                                 max_detections=opts.get("max_detections"))
     per_item = {}
     for sample, labels, ignore in zip(samples, result.labels, ignores):
         per_item[sample.id] = {"tp": int(np.sum(labels == TRUE_POSITIVE)), "fp": int(np.sum(labels == FALSE_POSITIVE)),
@@ -89,37 +93,63 @@ def score_nme(protocol: Protocol, samples: Sequence[Sample], predictions: Mappin
     that sample attribute, e.g. 300W's common / challenging), ``subset_flags``
     (report the faces with each named 0/1 attribute set, e.g. WFLW's six) and
     ``yaw_attribute`` (AFLW2000-3D bins, degrees, with their balanced mean).
-    A face whose prediction failed counts as a failure (infinite NME) in FR
-    and AUC; NME averages the faces that have a prediction.
+
+    One rule for the whole set and for every subset and bin: NME averages
+    the faces that have a prediction, and the failures are counted beside it
+    (``failed``); FR and AUC count a failed face as a failure.
 
     A prediction in another scheme is mapped onto the ground truth's
     (:mod:`facebench.schemes`) and compared on the shared points only; the
-    metrics say how many (``points``). The normaliser always comes from the
-    full ground truth."""
+    metrics say how many (``points``). Unlabelled ground-truth points
+    (``Landmarks.visible``) are not scored: each face's NME is over its
+    labelled compared points (``per_item[...]["points"]``). The normaliser
+    always comes from the full ground truth; a face that does not label the
+    normaliser's points is a ground-truth error naming it."""
     opts = protocol.options
     norm, threshold = opts.get("norm", "inter-ocular"), float(opts.get("threshold", 0.08))
-    keys, gt, pred, faces_of, compared, scheme = paired_landmarks(protocol, samples, predictions)
+    keys, gt, pred, faces_of, compared, scheme, visible = paired_landmarks(protocol, samples, predictions)
     missing = np.isnan(pred[:, compared]).any(axis=(1, 2))
-    norms = normaliser(gt, norm, scheme)
-    errors = nme(np.nan_to_num(pred[:, compared]), gt[:, compared], norms)
+    norms = _normaliser(protocol, gt, norm, scheme, visible, keys, faces_of)
+    labelled = visible[:, compared]
+    errors = nme(np.nan_to_num(pred[:, compared]), gt[:, compared], norms, visible=labelled)
     errors[missing] = np.inf
     metrics = summarise_with_failures(errors, missing, threshold)
+    metrics["failed"] = int(missing.sum())
     metrics["points"] = len(compared)
+    groups: dict[str, np.ndarray] = {}
     if "subset_attribute" in opts:
         attr = opts["subset_attribute"]
         values = np.array([str(s.attributes.get(attr, "")) for s in faces_of])
-        for name, row in grouped(errors, {v: values == v for v in sorted(set(values))}, threshold).items():
-            metrics.update({f"{name}_{k}": v for k, v in row.items()})
+        groups.update({v: values == v for v in sorted(set(values))})
     for flag in opts.get("subset_flags", ()):
-        members = np.array([bool(s.attributes.get(flag)) for s in faces_of])
-        row = grouped(errors, {flag: members}, threshold)[flag]
-        metrics.update({f"{flag}_{k}": v for k, v in row.items()})
+        groups[flag] = np.array([bool(s.attributes.get(flag)) for s in faces_of])
+    for name, row in grouped(errors, groups, threshold, failed=missing).items():
+        metrics.update({f"{name}_{k}": v for k, v in row.items()})
     if "yaw_attribute" in opts:
         yaw = np.array([float(s.attributes[opts["yaw_attribute"]]) for s in faces_of])
-        metrics.update({f"yaw{k}": v for k, v in balanced_yaw_nme(errors, yaw).items()})
-    per_item = {k: {"nme": None, "failed": True} if m else {"nme": float(e)}
-                for k, e, m in zip(keys, errors, missing)}
+        metrics.update({f"yaw{k}": v for k, v in balanced_yaw_nme(errors, yaw, missing).items()})
+    per_item = {k: {"nme": None, "failed": True} if m else {"nme": float(e), "points": int(n)}
+                for k, e, m, n in zip(keys, errors, missing, labelled.sum(axis=1))}
     return metrics, per_item
+
+
+def _normaliser(protocol: Protocol, gt, norm: str, scheme: str, visible, keys, faces_of) -> np.ndarray:
+    """The protocol's normaliser per face; a face that does not label its points is named."""
+    try:
+        return normaliser(gt, norm, scheme, visible=visible)
+    except UnlabelledNormaliser as exc:
+        named = [f"{keys[f]} ({_where(faces_of[f])})" for f in exc.faces[:5]]
+        raise GroundTruthError(f"{protocol.source}: ground truth does not label the points of normaliser {norm!r} "
+                               f"for {len(exc.faces)} face(s): {'; '.join(named)}") from None
+
+
+def _where(sample: Sample) -> str:
+    path = getattr(sample.image, "path", None)
+    return str(path) if path is not None else sample.image_key or sample.id
+
+
+class GroundTruthError(ValueError):
+    """The ground truth cannot be scored as the protocol says; the message names the faces and files."""
 
 
 def paired_landmarks(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
@@ -127,8 +157,9 @@ def paired_landmarks(protocol: Protocol, samples: Sequence[Sample], predictions:
 
     Returns keys, ground truth (F, P, 2), predictions (F, P, 2; NaN where the
     model failed or its scheme lacks a point), the face's sample, the indices
-    of the compared points and the ground truth's scheme."""
-    keys, gts, preds, faces_of, compared = [], [], [], [], None
+    of the compared points, the ground truth's scheme and which ground-truth
+    points are labelled (F, P)."""
+    keys, gts, preds, faces_of, compared, labelled = [], [], [], [], None, []
     for sample in samples:
         for k, face in enumerate(sample.faces):
             if face.landmarks is None:
@@ -151,6 +182,8 @@ def paired_landmarks(protocol: Protocol, samples: Sequence[Sample], predictions:
             gts.append(gt)
             preds.append(mapped)
             faces_of.append(sample)
+            vis = getattr(face.landmarks, "visible", None)
+            labelled.append(np.ones(len(gt), bool) if vis is None else np.asarray(vis, bool))
     if not keys:
         raise ValueError(f"{protocol.source}: no annotated landmarks in the dataset")
     scheme = faces_of[0].faces[0].landmarks.scheme
@@ -158,7 +191,7 @@ def paired_landmarks(protocol: Protocol, samples: Sequence[Sample], predictions:
         raise ValueError(f"{protocol.source}: the protocol's scheme is {protocol.scheme}; the dataset's is {scheme}")
     gt, pred = np.stack(gts), np.stack(preds)
     compared = compared if compared is not None else list(range(gt.shape[1]))
-    return keys, gt, pred, faces_of, compared, scheme
+    return keys, gt, pred, faces_of, compared, scheme, np.stack(labelled)
 
 
 def stage_errors(protocol: Protocol, samples: Sequence[Sample], predictions: Mapping[str, Prediction | None]):
@@ -254,11 +287,12 @@ def score_regions(protocol: Protocol, samples: Sequence[Sample], predictions: Ma
     the prediction's scheme shares with the ground truth's."""
     opts = protocol.options
     threshold = float(opts.get("threshold", 0.08))
-    keys, gt, pred, _, compared, scheme = paired_landmarks(protocol, samples, predictions)
+    keys, gt, pred, faces_of, compared, scheme, visible = paired_landmarks(protocol, samples, predictions)
     missing = np.isnan(pred[:, compared]).any(axis=(1, 2))
     ok = ~missing
     errors = {"all": nme(np.nan_to_num(pred[:, compared]), gt[:, compared],
-                         normaliser(gt, opts.get("norm", "inter-ocular"), scheme))}
+                         _normaliser(protocol, gt, opts.get("norm", "inter-ocular"), scheme, visible, keys, faces_of),
+                         visible=visible[:, compared])}
     metrics: dict = {"faces": len(keys), "failed": int(missing.sum()), "points": len(compared)}
     for region in opts.get("regions", ("lips", "eyes")):
         parts = ("right-eye", "left-eye") if region == "eyes" else (region,)
@@ -271,7 +305,9 @@ def score_regions(protocol: Protocol, samples: Sequence[Sample], predictions: Ma
             idx = [i for i in points if i in set(compared)]
             if not idx:
                 raise ValueError(f"{protocol.source}: the predictions share no {part} point with {scheme}")
-            per_part.append(nme(np.nan_to_num(pred[:, idx]), gt[:, idx], normaliser(gt, corners, scheme)))
+            per_part.append(nme(np.nan_to_num(pred[:, idx]), gt[:, idx],
+                                _normaliser(protocol, gt, corners, scheme, visible, keys, faces_of),
+                                visible=visible[:, idx]))
             metrics[f"{part}_points"] = len(idx)
         errors[region] = np.mean(per_part, axis=0)
     for name, e in errors.items():

@@ -23,6 +23,7 @@ import numpy as np
 from facebench.schemes import scheme_size
 
 TASKS = ("detector", "landmarks")
+BOX_CONVENTIONS = ("tight-68", "dlib-hog", "mediapipe-roi", "image", "wflw-rect")  # see facebench.framing
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,18 @@ class Box:
 
 @dataclass(frozen=True, eq=False)
 class Landmarks:
-    """Points of a named landmark scheme, shape (N, 2) or (N, 3) with depth."""
+    """Points of a named landmark scheme, shape (N, 2) or (N, 3) with depth.
+
+    ``visible`` (bool, shape (N,)) says which points the annotator labelled;
+    None means every point is. A point marked False (COCO ``v = 0``) has no
+    position: its coordinates are whatever the file stored (COCO writes 0, 0)
+    and must not be scored or drawn. Occluded points whose position was
+    estimated by the annotator (COCO ``v = 1``) count as labelled.
+    """
 
     points: np.ndarray
     scheme: str
+    visible: np.ndarray | None = None
 
     def __post_init__(self):
         pts = np.asarray(self.points, dtype=np.float64)
@@ -77,6 +86,13 @@ class Landmarks:
                 f"scheme {self.scheme!r} has {expected} points of (x, y[, z]); got shape {pts.shape}"
             )
         object.__setattr__(self, "points", pts)
+        if self.visible is not None:
+            vis = np.asarray(self.visible)
+            if vis.shape != (expected,):
+                raise ValueError(f"visible must have shape ({expected},) for scheme {self.scheme!r}; got {vis.shape}")
+            if vis.dtype != bool and not np.isin(vis, (0, 1)).all():
+                raise ValueError("visible must be booleans (or 0/1)")
+            object.__setattr__(self, "visible", vis.astype(bool))
 
 
 @dataclass(frozen=True)
@@ -139,7 +155,10 @@ class ModelCard:
     network (a Haar cascade, regression trees) leaves it empty and says what
     it costs instead in ``options["cost"]``. ``artifacts`` maps a format
     (``tflite``, ``onnx``, ...) to an asset name or a file path. An input size
-    of -1 means the model takes whole images of any size. Options the
+    of -1 means the model takes whole images of any size. ``box_convention``
+    (landmark models) names the kind of face box the model was trained on
+    (:mod:`facebench.framing`: ``tight-68``, ``dlib-hog``, ``mediapipe-roi``,
+    ``image``, ``wflw-rect``); ground-truth framing draws that kind. Options the
     harness reads: ``untrained`` (random weights: never scored for accuracy),
     ``early_exit`` (a cascade whose predictions carry every stage with an
     error estimate), ``stage_operations`` and ``operating_points`` (see
@@ -156,6 +175,7 @@ class ModelCard:
     description: str = ""
     source: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    box_convention: str = "tight-68"
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -167,6 +187,9 @@ class ModelCard:
             raise ValueError(f"model {self.name!r}: macs must give a positive count per stage")
         if not self.artifacts:
             raise ValueError(f"model {self.name!r}: a card names at least one artifact")
+        if self.box_convention not in BOX_CONVENTIONS:
+            raise ValueError(f"model {self.name!r}: box_convention must be one of {BOX_CONVENTIONS}, "
+                             f"not {self.box_convention!r}")
 
     @property
     def total_macs(self) -> int:
@@ -184,4 +207,5 @@ class ModelCard:
             "description": self.description,
             "source": self.source,
             "options": dict(self.options),
+            "box_convention": self.box_convention,
         }

@@ -11,7 +11,6 @@ from conftest import SHARED
 from facebench.baselines import musica, prnet
 from facebench.baselines.ert import (
     ErtCascade,
-    detector_like,
     dlib_rect,
     intensity,
     read_shape_predictor,
@@ -115,10 +114,12 @@ def test_ert_adapter_reports_every_stage(shape_model, mini_samples):
     inputs, context = adapter.preprocess(sample, sample.faces[0].box)
     outputs = adapter.forward({k: v[None] for k, v in inputs.items()})
     prediction = adapter.postprocess({k: v[0] for k, v in outputs.items()}, context)
-    assert len(prediction.stages) == 15 and prediction.landmarks is prediction.stages[-1].landmarks
+    assert len(prediction.stages) == 15
+    # the answer is dlib's whole-pixel output; the stages stay exact
+    assert np.array_equal(prediction.landmarks.points, rounded(prediction.stages[-1].landmarks.points))
     estimates = np.array([s.estimated_error for s in prediction.stages])
     assert np.all(estimates > 0) and estimates[-1] < estimates[0]  # updates shrink as the cascade settles
-    assert np.array_equal(inputs["rect"], dlib_rect(detector_like(sample.faces[0].box)))
+    assert np.array_equal(inputs["rect"], dlib_rect(sample.faces[0].box))  # the harness frames; the adapter obeys
 
 
 def test_mesh_refinement_pass_one_is_face_mesh(pulled_assets, mini_samples):

@@ -102,7 +102,7 @@ def test_datasets_cli(tmp_path, mini_samples):
     assert result.exit_code == 0 and "wider-face" in result.output and "300w" in result.output
     result = CliRunner().invoke(main, ["datasets", "info", "mini", "--json"])
     data = json.loads(result.stdout)
-    assert data["splits"]["all"] == {"images": 4, "faces": 4, "ignored": 2}
+    assert data["splits"]["all"] == {"images": 4, "images_present": 4, "faces": 4, "ignored": 2}
     result = CliRunner().invoke(main, ["datasets", "info", "300w", "--root", str(tmp_path)])
     assert result.exit_code == 1 and "neither the 300W folders" in result.output
 
@@ -214,8 +214,9 @@ def test_dlib_xml_coco_keypoints_and_menpo_folder(tmp_path):
         "annotations": [{"image_id": 7, "bbox": [1, 2, 30, 40], "keypoints": kps, "iscrowd": 0},
                         {"image_id": 7, "bbox": [50, 50, 10, 10], "iscrowd": 1}]}))
     (sample,) = load_dataset("coco-keypoints", tmp_path / "kp.json")
-    assert sample.faces[0].landmarks.scheme == "wflw98" and sample.faces[0].box.as_array().tolist() == [1, 2, 31, 42]
-    assert len(sample.ignore) == 1 and not sample.attributes["visible"][0][97] and sample.attributes["visible"][0][0]
+    # COCO coordinates count from the pixel corner: -0.5 to reach pixel centres (the default origin)
+    assert sample.faces[0].landmarks.scheme == "wflw98" and sample.faces[0].box.as_array().tolist() == [0.5, 1.5, 30.5, 41.5]
+    assert len(sample.ignore) == 1 and not sample.faces[0].landmarks.visible[97] and sample.faces[0].landmarks.visible[0]
 
     menpo = tmp_path / "menpo"
     _image(menpo / "p.png")

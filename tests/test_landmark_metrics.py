@@ -159,7 +159,7 @@ def test_real_aflw2000_yaw_bins():
     box = lm.normaliser(gt, "box")
     pred = gt + (0.03 * box)[:, None, None] * np.array([0.6, 0.8])
     bins = lm.balanced_yaw_nme(lm.nme(pred, gt, "box"), yaw)
-    assert all(v == pytest.approx(0.03, rel=1e-12) for v in bins.values())
+    assert all(v == pytest.approx(0.03, rel=1e-12) for k, v in bins.items() if not k.endswith("_failed"))
 
 
 def test_mediapipe_regions_contain_their_corner_points():

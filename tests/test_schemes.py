@@ -38,8 +38,12 @@ def test_ibug_to_five_point_and_shared_points():
     mesh = shared_points("mediapipe478", "ibug68")
     assert 36 in mesh and 48 in mesh and not any(i < 17 for i in mesh)  # no jaw: it has no mesh counterpart
     assert np.isnan(convert(np.zeros((478, 2)), "mediapipe478", "ibug68")[0]).all()
+    # a table read backwards: 68 points placed in WFLW-98, the other 30 NaN, and back again unchanged
+    wflw = convert(points, "ibug68", "wflw98")
+    assert np.isnan(wflw).any(axis=1).sum() == 30
+    assert np.array_equal(convert(wflw, "wflw98", "ibug68"), points)
     with pytest.raises(ValueError, match="no mapping"):
-        convert(points, "ibug68", "wflw98")
+        convert(points, "ibug68", "blazeface6")
 
 
 @pytest.mark.skipif(not (SHARED / "300w-annotations").is_dir(), reason="real 300W annotations absent")
@@ -54,3 +58,59 @@ def test_flip_keeps_real_faces_in_anatomical_order():
         assert np.mean(pts[:, 36, 0] < pts[:, 45, 0]) > 0.99 and np.mean(pts[:, 48, 0] < pts[:, 54, 0]) > 0.99
     # and the mirrored face is the original reflected: jaw point 0 lands where 16 was, mirrored
     assert np.allclose(flipped[:, 0, 0], width - 1 - faces[:, 16, 0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["cofw29", "aflw19"]))
+def test_cofw_and_aflw_mappings_commute_with_flipping(seed, scheme):
+    # the mappings and the flip pairs (HRNet's MATCHED_PARTS) come from different sources: they must agree
+    points = np.random.default_rng(seed).uniform(0, 300, (get_scheme(scheme).size, 2))
+    a = convert(flip_points(points, scheme, 300), scheme, "ibug68")
+    b = flip_points(convert(points, scheme, "ibug68"), "ibug68", 300)
+    assert np.allclose(a, b, equal_nan=True)
+
+
+# Ghiasi & Fowlkes' 68 -> COFW-29 table (golnazghiasi/hpm-detection-code, Mapping68kToCofw29.m), 1-based on both
+# sides: each COFW point is the mean of these iBUG points. An independent source for the cofw29 -> ibug68 mapping.
+_HPM_68_TO_29 = [[18], [27], [22], [23], [20], [18, 22], [25], [23, 27], [37], [46], [40], [43], [38, 39], [41, 42],
+                 [44, 45], [47, 48], range(37, 43), range(43, 49), [32], [36], [31], [34], [49, 61], [55, 65],
+                 range(51, 54), [63], [67], range(57, 60), range(8, 11)]
+
+
+@pytest.mark.skipif(not (SHARED / "300w-annotations").is_dir(), reason="real 300W annotations absent")
+def test_cofw_mapping_agrees_with_an_independent_table_on_real_faces():
+    from facebench.prediction_files import read_landmarks
+
+    _, faces = read_landmarks(SHARED / "300w-annotations" / "face_landmarks_300w_valid.csv")
+    cofw = np.stack([[f[[i - 1 for i in t]].mean(axis=0) for t in _HPM_68_TO_29] for f in faces])
+    back = np.stack([convert(c, "cofw29", "ibug68") for c in cofw])
+    iod = np.linalg.norm(faces[:, 36] - faces[:, 45], axis=1)
+    mapped = shared_points("cofw29", "ibug68")
+    eyelids, jaw = {37, 38, 40, 41, 43, 44, 46, 47}, set(range(17)) - {8}
+    assert len(mapped) == 21 and not set(mapped) & (eyelids | jaw)  # no eyelid or jaw-line point pretends
+    for d in mapped:
+        err = np.linalg.norm(back[:, d] - faces[:, d], axis=1) / iod
+        # single-point entries come back exactly; the lip and chin midlines (means of 3) within 5% of the IOD
+        assert np.median(err) < 0.05, d
+    assert np.array_equal(back[:, [17, 36, 45, 30, 62]], faces[:, [17, 36, 45, 30, 62]])
+
+
+@pytest.mark.skipif(not (SHARED / "aflw2000-3d-annotations").is_dir(), reason="real AFLW2000-3D annotations absent")
+def test_aflw19_mapping_on_real_aflw2000_faces():
+    root = SHARED / "aflw2000-3d-annotations"
+    pts21 = np.load(root / "AFLW2000-3D.pts21.npy").transpose(0, 2, 1).astype(np.float64)  # AFLW's 21 points
+    pts68 = np.load(root / "AFLW2000-3D.pts68.npy")[:, :2].transpose(0, 2, 1).astype(np.float64)
+    aflw19 = np.delete(pts21, [12, 16], axis=1)  # AFLW-19 drops the two ear lobes
+    iod = np.linalg.norm(pts68[:, 36] - pts68[:, 45], axis=1)
+    index = np.arange(19, dtype=float)[:, None].repeat(2, axis=1)  # converted, each point says where it came from
+    table = {d: int(v) for d, v in enumerate(convert(index, "aflw19", "ibug68")[:, 0]) if not np.isnan(v)}
+    assert sorted(table) == [8, 17, 19, 21, 22, 24, 26, 30, 36, 39, 42, 45, 48, 54]
+    for d, s in table.items():
+        labelled = aflw19[:, s, 0] > 0  # AFLW leaves out points it could not see
+        # as close to the iBUG point as AFLW's eye corners are to theirs (3DDFA-fitted 68 points)
+        err = np.linalg.norm(aflw19[labelled, s] - pts68[labelled, d], axis=1) / iod[labelled]
+        assert labelled.sum() > 1000 and np.median(err) < 0.06, (d, s, np.median(err))
+        # and over the faces, the iBUG point nearest to it is most often the one the table names
+        # (a mouth corner's outer and inner iBUG points, 48/60 and 54/64, nearly coincide)
+        nearest = np.argmin(np.linalg.norm(pts68[labelled] - aflw19[labelled, s][:, None], axis=2), axis=1)
+        assert np.mean(np.isin(nearest, [d, {48: 60, 54: 64}.get(d, d)])) > 0.5, (d, s)

@@ -54,8 +54,12 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("dlib-xml", _lazy("formats", "load_dlib_xml"), True, "a dlib/imglab XML file (--root is the file)",
                 {"all": {}}),
     DatasetSpec("coco-keypoints", _lazy("formats", "load_coco_keypoints"), True,
-                "a COCO-style keypoint JSON, images beside it (--root is the file)", {"all": {}}),
+                "a COCO-style keypoint JSON, images beside it (--root is the file); split = coordinate origin",
+                {"all": {}, "one-based": {"origin": "one-based"}, "zero-based": {"origin": "zero-based"}}),
     DatasetSpec("menpo", _lazy("formats", "load_menpo_folder"), True, "a folder of images with .pts/.ljson", {"all": {}},
+                skips_bad=True),
+    DatasetSpec("300vw", _lazy("ibug300vw"), True, "300-VW, <video>/annot/*.pts with frames extracted to <video>/imgs/",
+                {s: {"split": s} for s in ("all", "train", "test", "category1", "category2", "category3")},
                 skips_bad=True),
 )}
 
@@ -141,9 +145,13 @@ def is_embedded(name: str) -> bool:
 
 
 def summary(samples: Sequence[Sample]) -> dict:
-    """Image and face counts, overall and per value of the attributes that split a set."""
-    out = {"images": len(samples), "faces": sum(len(s.faces) for s in samples),
-           "ignored": sum(len(s.ignore) for s in samples)}
+    """Image and face counts, overall and per value of the attributes that split a set.
+
+    ``images_present`` counts the image files found on disk (inline images
+    always count), so an annotation-only copy shows as such before a run fails.
+    """
+    out = {"images": len(samples), "images_present": sum(1 for s in samples if _image_present(s)),
+           "faces": sum(len(s.faces) for s in samples), "ignored": sum(len(s.ignore) for s in samples)}
     flags = [f for f in ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
              if any(s.attributes.get(f) for s in samples)]
     if flags:
@@ -161,6 +169,11 @@ def summary(samples: Sequence[Sample]) -> dict:
     return out
 
 
+def _image_present(sample: Sample) -> bool:
+    path = getattr(sample.image, "path", None)
+    return path is None or Path(path).is_file()
+
+
 def fingerprint(samples: Sequence[Sample]) -> str:
     """Hash of ids, image identities and every annotation: what a result depends on."""
     digest = hashlib.sha256()
@@ -171,6 +184,8 @@ def fingerprint(samples: Sequence[Sample]) -> str:
             if face.landmarks is not None:
                 digest.update(face.landmarks.scheme.encode())
                 digest.update(np.ascontiguousarray(face.landmarks.points).tobytes())
+                if face.landmarks.visible is not None:  # absent = all labelled: old fingerprints stay valid
+                    digest.update(b"visible" + np.packbits(face.landmarks.visible).tobytes())
         for box in s.ignore:
             digest.update(b"ignore" + box.as_array().tobytes())
     return digest.hexdigest()[:16]

@@ -39,6 +39,9 @@ def read_mat(path: Path) -> tuple[np.ndarray, float]:
         raise AnnotationError(f"{path}: not an AFLW2000-3D annotation ({exc})") from exc
     if pts.shape != (3, 68) or pose.size < 3:
         raise AnnotationError(f"{path}: pt3d_68 {pts.shape} / Pose_Para {pose.shape}, expected (3, 68) / (1, 7)")
+    bad = np.flatnonzero(~np.isfinite(pts[:2]).all(axis=0))
+    if len(bad):
+        raise AnnotationError(f"{path}: pt3d_68 point {bad[0]}: non-finite x, y")
     return pts[:2].T.copy(), float(np.degrees(pose[1]))
 
 
@@ -76,6 +79,9 @@ def load_arrays(root: Path, names: list[str] | None = None) -> list[Sample]:
         raise AnnotationError(f"{root}: cannot read {ARRAY_POINTS} / {ARRAY_YAW} ({exc})") from exc
     if pts.ndim != 3 or pts.shape[1:] not in ((3, 68), (2, 68)) or len(yaw) != len(pts):
         raise AnnotationError(f"{root}: points {pts.shape} and yaw {yaw.shape} do not describe the same faces")
+    bad = np.flatnonzero(~np.isfinite(pts[:, :2]).all(axis=(1, 2)))
+    if len(bad):
+        raise AnnotationError(f"{root / ARRAY_POINTS}: non-finite x, y in row(s) {bad[:10].tolist()}")
     names = names or [f"row{i:04d}" for i in range(len(pts))]
     return [_sample(name, root / f"{name}.jpg", p[:2].T.astype(np.float64), float(y))
             for name, p, y in zip(names, pts, yaw)]

@@ -43,6 +43,9 @@ def load(root: Path, split: str = "test") -> list[Sample]:
     cells = data[images_key].reshape(-1)
     if phis.shape[1:] != (87,) or not (len(phis) == len(boxes) == len(cells)):
         raise AnnotationError(f"{path}: {len(cells)} images, phis {phis.shape}, boxes {boxes.shape}; expected N x 87")
+    bad = np.flatnonzero(~(np.isfinite(phis[:, :58]).all(axis=1) & np.isfinite(boxes).all(axis=1)))
+    if len(bad):  # rows are 0-based here, as in the sample ids
+        raise AnnotationError(f"{path}: {phis_key}/{boxes_key} row {bad[0]}: non-finite coordinate")
     samples = []
     for i, (phi, (x, y, w, h), cell) in enumerate(zip(phis, boxes, cells)):
         points = np.stack([phi[:29], phi[29:58]], axis=1) - 1.0  # MATLAB, 1-based

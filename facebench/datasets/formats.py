@@ -6,13 +6,17 @@
   parts are pixel positions. Ignored boxes become ignore regions.
 * COCO keypoints (as MMPose writes them): ``images`` (id, file_name),
   ``annotations`` (image_id, bbox x, y, w, h, keypoints x, y, v …, iscrowd).
-  Crowd annotations become ignore regions; visibility flags go to
-  ``attributes["visible"]`` (one array per face), since unlabelled points
-  (v = 0) are stored as zeros and must not be scored.
+  Crowd annotations become ignore regions. Visibility goes to
+  :attr:`facebench.types.Landmarks.visible`: ``v = 0`` (unlabelled, stored as
+  0, 0) is False, ``v = 1`` (occluded, position estimated) and ``v = 2`` are
+  True. See :func:`load_coco_keypoints` for the coordinate origin and for
+  annotations without a ``bbox``.
 * menpo folders: images with ``.pts`` or ``.ljson`` of the same stem.
 
 The landmark scheme is taken from the point count
 (:func:`facebench.schemes.scheme_for_size`); other counts keep boxes only.
+Non-finite coordinates are an :class:`AnnotationError` naming the file and
+the entry, never silently scored.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ def load_dlib_xml(path: Path) -> list[Sample]:
                                key=lambda p: int(p[0]) if p[0].isdigit() else p[0])
             except (TypeError, ValueError) as exc:
                 raise AnnotationError(f"{path}: image {name}: malformed box or part ({exc})") from None
+            if not np.isfinite([top, left, width, height, *(v for p in parts for v in p[1:])]).all():
+                raise AnnotationError(f"{path}: image {name}: box {len(faces) + len(ignore)}: non-finite coordinate")
             rect = Box(left - 0.5, top - 0.5, left + width - 0.5, top + height - 0.5)
             if box.get("ignore") == "1":
                 ignore.append(rect)
@@ -64,7 +70,33 @@ def load_dlib_xml(path: Path) -> list[Sample]:
     return samples
 
 
-def load_coco_keypoints(path: Path, images: Path | None = None) -> list[Sample]:
+ORIGINS = {"coco": 0.5, "one-based": 1.0, "zero-based": 0.0}  # what to subtract from x and y
+
+
+def load_coco_keypoints(path: Path, images: Path | None = None, origin: str = "coco") -> list[Sample]:
+    """Samples of a COCO-style keypoint file; images under ``images`` (default: the file's folder).
+
+    ``origin`` says where the file's coordinates count from, since COCO-style
+    face files in the wild use three conventions:
+
+    * ``"coco"`` (default, the COCO format's own): continuous coordinates
+      with the image's top-left *corner* at (0, 0), so pixel (0, 0) covers
+      [0, 1] x [0, 1] and its centre is (0.5, 0.5). A value c becomes c - 0.5
+      in facebench's pixel-centre convention, for keypoints and for the box
+      edges alike (bbox x, y, w, h spans x - 0.5 .. x + w - 0.5).
+    * ``"one-based"``: values copied verbatim from iBUG ``.pts`` files (what
+      popular 300W/WFLW-to-COCO converters write): subtract 1, as for ``.pts``.
+    * ``"zero-based"``: already pixel centres from 0: no shift.
+
+    An annotation without ``bbox`` gets the tight box of its labelled
+    keypoints (v > 0), after the same shift; the face indices so boxed are
+    listed in ``attributes["box_from_keypoints"]`` so a detection protocol can
+    tell a drawn box from a derived one. An annotation with neither is an
+    error, as is any non-finite coordinate.
+    """
+    if origin not in ORIGINS:
+        raise ValueError(f"COCO origin {origin!r}; known: {', '.join(ORIGINS)}")
+    shift = ORIGINS[origin]
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -74,22 +106,37 @@ def load_coco_keypoints(path: Path, images: Path | None = None) -> list[Sample]:
     images = Path(images) if images else path.parent
     by_image: dict = {img["id"]: ([], [], []) for img in image_list}
     for k, ann in enumerate(annotations):
+        where = f"{path}: annotation {k}"
         try:
-            faces, ignore, visible = by_image[ann["image_id"]]
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            faces, ignore, derived = by_image[ann["image_id"]]
+            kps = np.asarray(ann.get("keypoints") or [], dtype=np.float64).reshape(-1, 3)
+            bbox = None if ann.get("bbox") is None else np.asarray(ann["bbox"], dtype=np.float64).reshape(4)
         except (KeyError, TypeError, ValueError) as exc:
-            raise AnnotationError(f"{path}: annotation {k}: missing or bad image_id/bbox ({exc})") from None
+            raise AnnotationError(f"{where}: missing or bad image_id/bbox/keypoints ({exc})") from None
+        if not np.isfinite(kps).all() or (bbox is not None and not np.isfinite(bbox).all()):
+            raise AnnotationError(f"{where}: non-finite coordinate in bbox or keypoints")
+        points, labelled = kps[:, :2] - shift, kps[:, 2] > 0
+        if bbox is not None:
+            x, y, w, h = bbox
+            box = Box(x - shift, y - shift, x + w - shift, y + h - shift)
+        elif labelled.any():
+            box = Box.around(points[labelled])
+        else:
+            raise AnnotationError(f"{where}: no bbox and no labelled keypoints (v > 0) to derive one from")
         if ann.get("iscrowd"):
-            ignore.append(Box(x, y, x + w, y + h))
+            ignore.append(box)
             continue
-        kps = np.asarray(ann.get("keypoints", []), dtype=np.float64).reshape(-1, 3)
-        faces.append(Face(Box(x, y, x + w, y + h), _landmarks(kps[:, :2] if len(kps) else None)))
-        visible.append(kps[:, 2] > 0)
+        if bbox is None:
+            derived.append(len(faces))
+        scheme = scheme_for_size(len(kps)) if len(kps) else None
+        landmarks = None if scheme is None else Landmarks(points, scheme, None if labelled.all() else labelled)
+        faces.append(Face(box, landmarks))
     samples = []
     for img in image_list:
-        faces, ignore, visible = by_image[img["id"]]
+        faces, ignore, derived = by_image[img["id"]]
+        attributes = {"box_from_keypoints": tuple(derived)} if derived else {}
         samples.append(Sample(id=str(img["file_name"]).rsplit(".", 1)[0], image=ImageFile(images / img["file_name"]),
-                              faces=tuple(faces), ignore=tuple(ignore), attributes={"visible": visible},
+                              faces=tuple(faces), ignore=tuple(ignore), attributes=attributes,
                               image_key=f"coco:{img['file_name']}"))
     return samples
 

@@ -18,6 +18,8 @@ with ``image_name,scale,center_w,center_h`` then 68 x, y pairs; ``valid`` is
 the full test set (subsets from the image path), ``test`` the private set.
 Image paths in it are relative to ``root``. The CSV values are taken as the
 ``.pts`` values they were converted from (1-based) and shifted like them.
+A row that is not 68 finite x, y pairs is a bad entry naming its line
+(skipped through ``on_bad`` where given).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def load(root: Path, split: str = "full", on_bad=None) -> list[Sample]:
     if not csv.is_file():
         raise AnnotationError(f"{root}: neither the 300W folders ({', '.join(f for s in wanted for f in FOLDERS[s])}) "
                               f"nor {csv.name} found")
-    return [s for s in _from_csv(root, csv) if split == "full" or s.attributes["subset"] == split]
+    return [s for s in _from_csv(root, csv, on_bad) if split == "full" or s.attributes["subset"] == split]
 
 
 def _from_folders(root: Path, subset: str, on_bad=None) -> list[Sample]:
@@ -95,16 +97,50 @@ def _from_folders(root: Path, subset: str, on_bad=None) -> list[Sample]:
     return samples
 
 
-def _from_csv(root: Path, csv: Path) -> list[Sample]:
-    from facebench.prediction_files import PredictionFileError, read_landmarks
+def _from_csv(root: Path, csv_path: Path, on_bad=None) -> list[Sample]:
+    """Rows of the HRNet/PIPNet CSV; a bad row (wrong count, non-numeric or non-finite) names its line."""
+    import csv
 
     try:
-        names, points = read_landmarks(csv)
-    except PredictionFileError as exc:
-        raise AnnotationError(str(exc)) from None
-    if points.shape[1] != 68:
-        raise AnnotationError(f"{csv}: {points.shape[1]} points per row, 300W has 68")
-    return [_sample(name, root / name, pts - 1.0, subset_of(name)) for name, pts in zip(names, points)]
+        with open(csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"cannot read {csv_path}: {exc}") from exc
+    header = bool(rows and rows[0] and not _is_number(rows[0][-1]))
+    skip = 4 if header and [h.strip() for h in rows[0][1:4]] == ["scale", "center_w", "center_h"] else 1
+    samples = []
+    for lineno, row in enumerate(rows[int(header):], start=1 + int(header)):
+        if not row:
+            continue
+        try:
+            try:
+                values = np.array([float(v) for v in row[skip:]], dtype=np.float64)
+            except ValueError:
+                raise AnnotationError(f"{csv_path}:{lineno}: not numbers after column {skip}") from None
+            if values.size != 136:
+                raise AnnotationError(f"{csv_path}:{lineno}: {values.size / 2:g} points in the row, 300W has 68")
+            if not np.isfinite(values).all():
+                raise AnnotationError(f"{csv_path}:{lineno}: non-finite coordinate "
+                                      f"(column {skip + 1 + np.flatnonzero(~np.isfinite(values))[0]})")
+            name = row[0].strip()
+            subset = subset_of(name)
+        except AnnotationError as exc:
+            if on_bad is None:
+                raise
+            on_bad(exc)
+            continue
+        samples.append(_sample(name, root / name, values.reshape(68, 2) - 1.0, subset))
+    if not samples and on_bad is None:
+        raise AnnotationError(f"{csv_path}: no rows")
+    return samples
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _sample(rel: str, image: Path, points: np.ndarray, subset: str) -> Sample:

@@ -25,18 +25,27 @@ def read_lines(path: Path, error: type[ValueError] = AnnotationError) -> list[st
 
 
 def read_pts(path: str | Path) -> np.ndarray:
-    """iBUG ``.pts``: ``version: 1``, ``n_points: N``, ``{``, N lines of 1-based ``x y``, ``}``."""
+    """iBUG ``.pts``: ``version: 1``, ``n_points: N``, ``{``, N lines of 1-based ``x y``, ``}``.
+
+    A point that is not finite (``nan``, ``inf``: Python's float() accepts them)
+    is an error naming the file and line, since it would poison every mean.
+    """
     path = Path(path)
-    lines = [ln.strip() for ln in read_lines(path) if ln.strip()]
+    numbered = [(n, ln.strip()) for n, ln in enumerate(read_lines(path), start=1) if ln.strip()]
+    lines = [ln for _, ln in numbered]
     try:
         header = dict(ln.split(":", 1) for ln in lines[: lines.index("{")])
         n_points = int(header["n_points"])
-        body = lines[lines.index("{") + 1: lines.index("}")]
-        points = np.array([[float(v) for v in ln.split()] for ln in body], dtype=np.float64)
+        body = numbered[lines.index("{") + 1: lines.index("}")]
+        points = np.array([[float(v) for v in ln.split()] for _, ln in body], dtype=np.float64)
     except (ValueError, KeyError) as exc:
         raise AnnotationError(f"{path}: not an iBUG .pts file ({exc})") from exc
     if points.shape != (n_points, 2):
         raise AnnotationError(f"{path}: header says {n_points} points, found shape {points.shape}")
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if len(bad):
+        lineno, text = body[bad[0]]
+        raise AnnotationError(f"{path}:{lineno}: non-finite coordinate {text!r} (point {bad[0]})")
     return points - 1.0
 
 
@@ -52,6 +61,9 @@ def read_ljson(path: str | Path, group: str | None = None) -> np.ndarray:
         raise AnnotationError(f"{path}: not a menpo LJSON landmark file ({exc})") from exc
     if points.ndim != 2 or points.shape[1] != 2:
         raise AnnotationError(f"{path}: expected (N, 2) points, found shape {points.shape}")
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if len(bad):  # JSON null reads as NaN
+        raise AnnotationError(f"{path}: group {name!r} point {bad[0]}: non-finite or null coordinate")
     return points[:, ::-1].copy()
 
 

@@ -47,6 +47,8 @@ def load(root: Path, split: str = "test", on_bad=None) -> list[Sample]:
                 values = np.array(parts[:206], dtype=np.float64)
             except ValueError:
                 raise AnnotationError(f"{path}:{lineno}: non-numeric field before the image path") from None
+            if not np.isfinite(values[:200]).all():
+                raise AnnotationError(f"{path}:{lineno}: non-finite coordinate (field {np.flatnonzero(~np.isfinite(values))[0] + 1})")
         except AnnotationError as exc:
             if on_bad is None:
                 raise

@@ -26,6 +26,23 @@ A minimum face area (``min_area``, in pixels squared) marks smaller faces
 ignored and ignores unmatched detections smaller than it, as pycocotools does
 with its area ranges: a detector is not penalised for finding faces the
 protocol does not count.
+
+``max_detections`` keeps each image's highest-scoring detections (ties in
+input order) and drops the rest before matching, as pycocotools' ``maxDets``
+does; dropped detections are labelled IGNORED. The default, None, keeps every
+detection.
+
+What "equals pycocotools" means, exactly: ``rule="coco", ap="coco101"`` gives
+the AP that ``COCOeval`` (``iouType="bbox"``) computes with ``iouThrs = [t]``,
+one category, every face ``iscrowd = 0`` (an ignored face behaves as
+pycocotools' ``ignore`` flag, never as a crowd region), ``areaRng = [[min_area,
+1e10]]`` (``min_area`` 0 by default: every face counts) and ``maxDets =
+[max_detections]``, read as the mean of ``eval["precision"]`` over its 101
+recall points. pycocotools' own default is ``maxDets = 100`` per image;
+facebench's default is no cap, i.e. pycocotools with ``maxDets`` raised above
+the largest per-image detection count. Pass ``max_detections=100`` for
+pycocotools' default. The tests check both to 1e-12 (bit-exact in practice).
+IoU uses continuous areas (no "+1"), as pycocotools' ``maskUtils.iou`` does.
 """
 
 from __future__ import annotations
@@ -169,11 +186,16 @@ class DetectionResult:
 def evaluate_detections(gt_boxes: Sequence[np.ndarray], det_boxes: Sequence[np.ndarray],
                         det_scores: Sequence[np.ndarray], gt_ignore: Sequence[np.ndarray] | None = None, *,
                         iou_threshold: float = 0.5, rule: str = "voc", ap: str = "voc",
-                        min_area: float | Sequence[float] | None = None) -> DetectionResult:
+                        min_area: float | Sequence[float] | None = None,
+                        max_detections: int | None = None) -> DetectionResult:
     """Match every image and compute AP over the whole set (lists are per image).
 
     ``min_area`` is one value or one per image (e.g. a fraction of each image's area).
+    ``max_detections`` caps the detections per image (see the module doc); None: no cap.
     """
+    if max_detections is not None:
+        return _capped(gt_boxes, det_boxes, det_scores, gt_ignore, int(max_detections), iou_threshold=iou_threshold,
+                       rule=rule, ap=ap, min_area=min_area)
     if rule not in RULES:
         raise ValueError(f"unknown matching rule {rule!r}; known: {', '.join(RULES)}")
     if ap not in AP_METHODS:
@@ -213,6 +235,31 @@ def evaluate_detections(gt_boxes: Sequence[np.ndarray], det_boxes: Sequence[np.n
         ap=average_precision(precision, recall, ap), precision=precision, recall=recall, labels=labels,
         n_faces=n_faces, true_positives=int(np.sum(labels_flat == TRUE_POSITIVE)),
         false_positives=int(np.sum(labels_flat == FALSE_POSITIVE)))
+
+
+def _capped(gt_boxes, det_boxes, det_scores, gt_ignore, cap: int, **kwargs) -> DetectionResult:
+    """Evaluate each image's ``cap`` highest-scoring detections; the others are labelled IGNORED."""
+    if cap < 1:
+        raise ValueError(f"max_detections must be at least 1, not {cap}")
+    kept, boxes, scores = [], [], []
+    for d, s in zip(det_boxes, det_scores):
+        d = np.asarray(d, dtype=np.float64).reshape(-1, 4)
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        if len(d) != len(s):
+            raise ValueError(f"{len(d)} boxes but {len(s)} scores")
+        keep = np.sort(np.lexsort((np.arange(len(s)), -s))[:cap])  # pycocotools: stable sort by score, first cap
+        kept.append(keep)
+        boxes.append(d[keep])
+        scores.append(s[keep])
+    result = evaluate_detections(gt_boxes, boxes, scores, gt_ignore, max_detections=None, **kwargs)
+    labels = []
+    for keep, sub, s in zip(kept, result.labels, det_scores):
+        full = np.full(np.asarray(s).reshape(-1).shape[0], IGNORED, dtype=np.int8)
+        full[keep] = sub
+        labels.append(full)
+    return DetectionResult(ap=result.ap, precision=result.precision, recall=result.recall, labels=labels,
+                           n_faces=result.n_faces, true_positives=result.true_positives,
+                           false_positives=result.false_positives)
 
 
 def _match_voc(pairs: OverlapPairs, rank, ignore, n_det, threshold):

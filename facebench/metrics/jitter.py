@@ -46,19 +46,26 @@ def shift_jitter(reference: np.ndarray, shifted: np.ndarray, offsets: np.ndarray
     return float(np.sqrt(np.mean(np.sum(d * d, axis=-1))) / scale)
 
 
-def sequence_jitter(predictions: np.ndarray, ground_truth: np.ndarray, scale: float | None = None) -> float:
+def sequence_jitter(predictions: np.ndarray, ground_truth: np.ndarray, scale: float | None = None,
+                    scheme: str | None = None) -> float:
     """Frame-to-frame jitter on a sequence (T, P, 2), the true motion removed.
 
     The residual r_t = prediction_t - truth_t is differenced between frames;
-    the RMS of that per-point change over ``scale`` (default: the mean
-    distance between points 0 and 1 of the truth, pass the IOD explicitly
-    for schemes where those are not the eyes).
+    the RMS of that per-point change over ``scale`` (default: the truth's mean
+    inter-ocular distance in ``scheme``, which defaults to the scheme with P
+    points; a scheme without an inter-ocular pair needs ``scale``).
     """
     pred = np.asarray(predictions, dtype=np.float64)
     gt = np.asarray(ground_truth, dtype=np.float64)
     if pred.shape != gt.shape or pred.ndim != 3 or len(pred) < 2:
         raise ValueError(f"need two or more frames of matching (T, P, 2) arrays; got {pred.shape} and {gt.shape}")
     if scale is None:
-        scale = float(np.mean(np.linalg.norm(gt[:, 0] - gt[:, 1], axis=-1)))
+        from facebench.metrics.landmarks import normaliser
+        from facebench.schemes import scheme_for_size
+
+        scheme = scheme or scheme_for_size(gt.shape[1])
+        if scheme is None:
+            raise ValueError(f"no landmark scheme has {gt.shape[1]} points: pass scale (or scheme)")
+        scale = float(np.mean(normaliser(gt, "inter-ocular", scheme)))
     step = np.diff(pred - gt, axis=0)
     return float(np.sqrt(np.mean(np.sum(step * step, axis=-1))) / scale)

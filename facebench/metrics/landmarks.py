@@ -67,17 +67,46 @@ def normaliser_names(scheme: str) -> list[str]:
     return sorted(set(_PAIRS.get(scheme, {})) | set(_CENTRES.get(scheme, {}))) + list(BOX_NORMALISERS)
 
 
-def normaliser(gt: np.ndarray, name: str, scheme: str | None = None) -> np.ndarray:
+def normaliser_points(name: str, scheme: str | None, n_points: int) -> list[int]:
+    """The ground-truth points a normaliser is computed from (all of them for a box normaliser)."""
+    if name in BOX_NORMALISERS:
+        return list(range(n_points))
+    if "," in name:
+        try:
+            return [int(v) % n_points for v in name.split(",")]
+        except ValueError:
+            raise ValueError(f"normaliser {name!r}: an explicit pair is two 0-based indices 'i,j'") from None
+    if name in _PAIRS.get(scheme or "", {}):
+        return list(_PAIRS[scheme or ""][name])
+    if name in _CENTRES.get(scheme or "", {}):
+        a, b = _CENTRES[scheme or ""][name]
+        return [*a, *b]
+    raise ValueError(f"normaliser {name!r} is not defined for scheme {scheme!r}; "
+                     f"known: {', '.join(normaliser_names(scheme or ''))} or an explicit pair 'i,j'")
+
+
+def normaliser(gt: np.ndarray, name: str, scheme: str | None = None, visible: np.ndarray | None = None) -> np.ndarray:
     """Per-face normalising distance (F,) from ground truth (F, N, 2).
 
     ``name`` is a scheme-defined name (``inter-ocular``, ``inter-pupil``,
     ``mouth-corners`` …), a box normaliser (``box`` = sqrt(w*h) of the
     landmarks' bounding box, ``box-mean-side`` = (w+h)/2, ``box-diagonal``),
-    or an explicit pair ``"i,j"`` of 0-based indices.
+    or an explicit pair ``"i,j"`` of 0-based indices. With ``visible`` (F, N),
+    a box normaliser spans the labelled points only, and a face missing a
+    point a named normaliser needs raises :class:`UnlabelledNormaliser`.
     """
     gt = _points(gt)
+    if visible is not None:
+        visible = np.asarray(visible, bool)
+        needed = normaliser_points(name, scheme, gt.shape[1])
+        lacking = np.flatnonzero(~visible[:, needed].all(axis=1)) if name not in BOX_NORMALISERS else \
+            np.flatnonzero(visible.sum(axis=1) < 2)
+        if lacking.size:
+            raise UnlabelledNormaliser(name, lacking)
+        if name in BOX_NORMALISERS:
+            gt = np.where(visible[..., None], gt, np.nan)
     if name in BOX_NORMALISERS:
-        lo, hi = gt.min(axis=1), gt.max(axis=1)
+        lo, hi = np.nanmin(gt, axis=1), np.nanmax(gt, axis=1)
         w, h = hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]
         if name == "box":
             return np.sqrt(w * h)
@@ -95,6 +124,14 @@ def normaliser(gt: np.ndarray, name: str, scheme: str | None = None) -> np.ndarr
         return np.linalg.norm(gt[:, list(a)].mean(axis=1) - gt[:, list(b)].mean(axis=1), axis=-1)
     raise ValueError(f"normaliser {name!r} is not defined for scheme {scheme!r}; "
                      f"known: {', '.join(normaliser_names(scheme))} or an explicit pair 'i,j'")
+
+
+class UnlabelledNormaliser(ValueError):
+    """Faces whose ground truth lacks a labelled point their normaliser needs (a ground-truth error)."""
+
+    def __init__(self, name: str, faces: np.ndarray):
+        self.faces = [int(f) for f in faces]
+        super().__init__(f"normaliser {name!r} needs points that face(s) {self.faces[:10]} do not label")
 
 
 def point_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -194,13 +231,20 @@ def summarise_with_failures(nmes: np.ndarray, failed: np.ndarray, threshold: flo
 
 
 def grouped(nmes: np.ndarray, groups: dict[str, np.ndarray], threshold: float = 0.08,
-            step: float = 1e-4) -> dict[str, dict[str, float]]:
-    """:func:`summarise` per named group; each group is a boolean mask or index array."""
+            step: float = 1e-4, failed: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """:func:`summarise_with_failures` per named group (a boolean mask or index array): the one
+    rule for every subset and bin, so a failed face never turns a group's NME into infinity."""
     nmes = np.asarray(nmes, dtype=np.float64)
+    failed = np.zeros(len(nmes), bool) if failed is None else np.asarray(failed, bool)
     out = {}
     for name, members in groups.items():
-        selected = nmes[np.asarray(members)]
-        out[name] = summarise(selected, threshold, step) if selected.size else {"nme": float("nan"), "faces": 0}
+        members = np.asarray(members)
+        selected, lost = nmes[members], failed[members]
+        if not selected.size:
+            out[name] = {"nme": float("nan"), "faces": 0, "failed": 0}
+            continue
+        out[name] = summarise_with_failures(selected, lost, threshold, step)
+        out[name]["failed"] = int(lost.sum())
     return out
 
 
@@ -213,11 +257,16 @@ def yaw_bins(yaw_degrees: np.ndarray) -> dict[str, np.ndarray]:
     return {"[0,30]": a <= 30, "(30,60]": (a > 30) & (a <= 60), "(60,90]": a > 60}
 
 
-def balanced_yaw_nme(nmes: np.ndarray, yaw_degrees: np.ndarray) -> dict[str, float]:
-    """Mean NME per yaw bin, and their mean (the AFLW2000-3D headline figure)."""
+def balanced_yaw_nme(nmes: np.ndarray, yaw_degrees: np.ndarray, failed: np.ndarray | None = None) -> dict[str, float]:
+    """Mean NME per yaw bin over the faces with a prediction, and the bins' mean (the
+    AFLW2000-3D headline figure); ``BIN_failed`` counts each bin's failed faces."""
     nmes = np.asarray(nmes, dtype=np.float64)
-    out = {name: float(nmes[mask].mean()) if mask.any() else float("nan")
-           for name, mask in yaw_bins(yaw_degrees).items()}
+    failed = np.zeros(len(nmes), bool) if failed is None else np.asarray(failed, bool)
+    out: dict[str, float] = {}
+    for name, mask in yaw_bins(yaw_degrees).items():
+        ok = mask & ~failed
+        out[name] = float(nmes[ok].mean()) if ok.any() else float("nan")
+        out[f"{name}_failed"] = int((mask & failed).sum())
     out["balanced"] = float(np.mean([out[k] for k in ("[0,30]", "(30,60]", "(60,90]")]))
     return out
 
