@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from facebench.baselines import musica, prnet
 
-from facebench.graph import count_onnx_macs
+from facebench.baselines import musica, prnet
+from facebench.runtimes.graph import count_onnx_macs
 
 
 def _ms(session, feeds, repeats=20):

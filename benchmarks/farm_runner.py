@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 
 from facebench.farm.adb import ensure_host_key
-from facebench.farm.adbd import StandInDevice
 from facebench.farm.bench import BenchSettings, resolve_models, run_bench
-from facebench.farm.host_benchmark import write_program
 from facebench.farm.inventory import Device, Inventory
-from facebench.store import Store
+from facebench.results.store import Store
+from facebench.testing.adbd import StandInDevice
+from facebench.testing.host_benchmark import write_program
 
 
 def timed_bench(models, devices, inventory, settings, key, store) -> tuple[float, list]:

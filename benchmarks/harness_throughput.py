@@ -15,7 +15,7 @@ import time
 
 from facebench.baselines.blazeface import BlazeFaceShortRange
 from facebench.datasets import load_dataset
-from facebench.harness import Item, run_adapter
+from facebench.run.harness import Item, run_adapter
 
 
 def serial(adapter, items):

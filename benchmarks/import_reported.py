@@ -1,4 +1,4 @@
-"""Regenerate ``facebench/reported_results.csv`` from ``../shared/data/reported/*.csv``.
+"""Regenerate ``facebench/report/reported_results.csv`` from ``../shared/data/reported/*.csv``.
 
     python benchmarks/import_reported.py [--shared ../shared/data/reported] [--check]
 
@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "facebench" / "reported_results.csv"
+OUT = ROOT / "facebench" / "report" / "reported_results.csv"
 FIELDS = ("method", "variant", "protocol", "metric", "value", "unit", "normalisation", "basis", "group",
           "source_title", "source_location", "image_read", "shared_file")
 SUBSETS = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")

@@ -26,7 +26,8 @@ import numpy as np
 from facebench.datasets import load_dataset
 from facebench.metrics.detection import box_iou
 from facebench.metrics.landmarks import nme, normaliser
-from facebench.predict import load_model, predict_one
+from facebench.run.harness import run_one
+from facebench.run.predict import load_model
 from facebench.schemes import convert, shared_points
 from facebench.types import Sample
 
@@ -35,7 +36,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _run(adapter, sample, face=None):
-    return predict_one(adapter, sample, face)[0]
+    return run_one(adapter, sample, face)[0]
 
 
 def per_image_nme(model: str, samples: list[Sample], norm: str) -> list[tuple[str, float | None]]:
@@ -101,7 +102,9 @@ def latency(repeats: int) -> None:
             custom = sum(ops.seconds.values()) / repeats
             phases = (f"custom ops {1000 * custom:.2f} ms = {100 * custom / np.mean(fwd):.0f}% of forward ("
                       + ", ".join(f"{n} {1000 * s / repeats:.2f}" for n, s in ops.seconds.items()) + ")")
-        m = lambda xs: 1000 * float(np.median(xs))
+        def m(xs) -> float:
+            return 1000 * float(np.median(xs))
+
         print(f"{adapter.card.name:<22}{m(pre):>11.2f}{m(fwd):>9.2f}{m(post):>12.2f}   {phases}"
               f"   [paper GPU: {paper[adapter.card.name]} ms]")
     iris = load_model("mesh-iris-cascade").iris

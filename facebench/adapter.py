@@ -8,7 +8,8 @@ The harness relies on these four methods and the class's ``card`` alone:
 ``preprocess(sample, face_box=None) -> (inputs, context)``
     numpy only, thread-safe: the model inputs for *one* item (no batch axis)
     and whatever ``postprocess`` needs to map outputs back (crop matrix, scale).
-    Landmark models receive the face box the protocol chose.
+    Landmark models receive the face box the protocol chose: a ``Box``, or the
+    ``Detection`` itself when the protocol frames faces with a detector.
 ``forward(inputs) -> outputs``
     The only place a model runs. Takes a batch (every array has a leading
     batch axis) and returns a dict of arrays with the same leading axis. Its
@@ -31,23 +32,39 @@ from facebench.types import Box, Detection, ModelCard, Prediction, Sample
 
 
 class Adapter(abc.ABC):
+    """A model behind the four methods; ``card`` (a class attribute) says what it is and costs."""
+
     card: ClassVar[ModelCard]
 
     @abc.abstractmethod
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
-        ...
+        """Build the runtime session(s) from the card's artifacts, once, before any item.
+
+        ``runtime`` (``tflite``, ``onnxruntime``; None: the card's first) and
+        ``threads`` (the runtime's intra-op threads). Returns what ran it,
+        e.g. ``{"runtime": "tflite", "version": "2.14.0"}``: stored with every result.
+        """
 
     @abc.abstractmethod
-    def preprocess(self, sample: Sample, face_box: Box | None = None) -> tuple[dict[str, np.ndarray], Any]:
-        ...
+    def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
+        """One item's model inputs, without a batch axis, and the context ``postprocess`` needs.
+
+        Runs on worker threads: numpy only, no shared state. ``face_box``
+        (landmark models) is the face's box in image pixels in the card's
+        ``box_convention``, or a detection (box and keypoints) under detector
+        framing; None means the whole image. Images come from ``sample.image()``
+        as RGB uint8 (H, W, 3).
+        """
 
     @abc.abstractmethod
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ...
+        """Run the model on a batch: every input and output array has a leading batch axis of the same
+        length. The only place the model runs; its time is what facebench calls latency."""
 
     @abc.abstractmethod
     def postprocess(self, outputs: dict[str, np.ndarray], context: Any) -> Prediction:
-        ...
+        """One item's outputs (batch axis removed) to a :class:`~facebench.types.Prediction` in original-image
+        pixels (pixel centres at integers, see :mod:`facebench.types`). Runs on worker threads: numpy only."""
 
 
 def object_input(value: Any) -> np.ndarray:

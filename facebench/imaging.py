@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.errors import FacebenchError
 
-class ImageError(ValueError):
+
+class ImageError(FacebenchError, ValueError):
     """An image file cannot be read; the message names the file."""
 
 

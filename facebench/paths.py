@@ -8,6 +8,7 @@ directory and results to the user's data directory (XDG on Linux).
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -26,3 +27,18 @@ def default_store_path() -> Path:
     if home:
         return Path(home) / "results.sqlite"
     return _xdg("XDG_DATA_HOME", ".local/share") / "facebench" / "results.sqlite"
+
+
+def write_atomic(path: str | Path, content: str | bytes) -> Path:
+    """Write text or bytes to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

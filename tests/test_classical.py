@@ -8,12 +8,11 @@ import pytest
 from facebench.metrics.detection import box_iou
 from facebench.metrics.landmarks import nme
 from facebench.registry import resolve
+from facebench.run.harness import run_one
 
 
 def _run(adapter, sample, face=None):
-    inputs, context = adapter.preprocess(sample, face)
-    outputs = adapter.forward({k: np.stack([np.asarray(v)]) for k, v in inputs.items()})
-    return adapter.postprocess({k: v[0] for k, v in outputs.items()}, context)
+    return run_one(adapter, sample, face)[0]
 
 
 def _loaded(name):
@@ -36,7 +35,7 @@ def test_classical_detectors_find_the_frontal_faces(name, mini_samples):
         assert ious.max() > 0.4, (name, sample.id, ious)
 
 
-def test_dlib_68_on_its_own_detector_boxes(mini_samples, pulled_assets):
+def test_dlib_68_on_its_own_detector_boxes(mini_samples, dlib_model):
     detector, predictor = _loaded("dlib-hog"), _loaded("dlib-68")
     for sample in mini_samples:
         if sample.id not in ("takeo", "lenna", "breakingbad"):

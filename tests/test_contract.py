@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED
 
 from facebench import registry
 from facebench.adapter import check_prediction
 from facebench.assets import ASSETS, asset_path
-from facebench.harness import items_for
-from facebench.macs import count_tflite_macs
+from facebench.run.harness import items_for
+from facebench.runtimes.macs import count_tflite_macs
 from facebench.schemes import scheme_size
 from facebench.types import TASKS, Prediction
+
+from conftest import SHARED
 
 NAMES = sorted(registry.available())
 
@@ -31,7 +32,7 @@ def test_card_is_complete(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_card_macs_match_the_graph(name, pulled_assets):
+def test_card_macs_match_the_graph(name, mediapipe_assets):
     adapter_cls = registry.resolve(name)
     card = adapter_cls.card
     if card.artifacts.get("tflite") not in ASSETS:
@@ -45,6 +46,7 @@ def test_card_macs_match_the_graph(name, pulled_assets):
     assert expected == card.total_macs
 
 
+@pytest.mark.usefixtures("model_assets")
 @pytest.mark.parametrize("name", NAMES)
 def test_prediction_on_a_real_photo(name, mini_samples, monkeypatch):
     if name == "prnet":  # the user brings PRNet's UV index file; the real one is in ../shared

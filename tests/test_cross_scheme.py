@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from facebench.cli import main
-from facebench.schemes import MAPPINGS, shared_points
-from facebench.store import Store
 from PIL import Image
+
+from facebench.cli import main
+from facebench.results.store import Store
+from facebench.schemes import MAPPINGS, shared_points
 
 
 def _in_scheme(points68: np.ndarray, scheme: str, size: int) -> np.ndarray:
@@ -51,7 +52,7 @@ def _write_cofw(root, samples):
 
 
 @pytest.mark.parametrize("dataset, protocol, shared", [("wflw", "wflw-io", 68), ("cofw", "cofw-io", 21)])
-def test_68_point_model_on_another_schemes_ground_truth(pulled_assets, mini_samples, tmp_path, dataset, protocol,
+def test_68_point_model_on_another_schemes_ground_truth(dlib_model, mini_samples, tmp_path, dataset, protocol,
                                                         shared):
     pytest.importorskip("dlib")
     scheme = {"wflw": "wflw98", "cofw": "cofw29"}[dataset]

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED
 from PIL import Image
 from scipy.io import savemat
 
@@ -17,6 +16,8 @@ from facebench.datasets import wider as wider_ds
 from facebench.datasets.aflw2000 import load_arrays
 from facebench.datasets.landmark_files import AnnotationError
 from facebench.imaging import ImageError
+
+from conftest import SHARED
 
 
 def _pts(path, points):
@@ -88,7 +89,8 @@ def test_fddb_folds_and_errors(tmp_path):
 
 def test_aflw2000_mat_files(tmp_path):
     pts = np.vstack([np.random.default_rng(1).uniform(50, 400, (2, 68)), np.zeros((1, 68))])
-    savemat(tmp_path / "image00002.mat", {"pt3d_68": pts, "Pose_Para": np.array([[0.1, np.radians(-42.0), 0, 0, 0, 0, 1]])})
+    savemat(tmp_path / "image00002.mat",
+            {"pt3d_68": pts, "Pose_Para": np.array([[0.1, np.radians(-42.0), 0, 0, 0, 0, 1]])})
     (sample,) = load_dataset("aflw2000-3d", tmp_path)
     assert sample.id == "image00002" and sample.attributes["yaw"] == pytest.approx(-42.0)
     assert np.allclose(sample.faces[0].landmarks.points, pts[:2].T)
@@ -121,6 +123,7 @@ skip_aflw, AFLW = _shared("aflw2000-3d-annotations")
 skip_aflw_sample, AFLW_SAMPLE = _shared("aflw2000-3d-sample")
 
 
+@pytest.mark.shared
 @skip_300w
 def test_real_300w_csv_counts():
     counts = {s: summary(load_dataset("300w", W300, s)) for s in ("full", "common", "challenging", "private")}
@@ -129,6 +132,7 @@ def test_real_300w_csv_counts():
                                            "common": {"images": 554, "faces": 554}}
 
 
+@pytest.mark.shared
 @skip_wider
 def test_real_wider_counts():
     for setting, kept in (("easy", 7211), ("medium", 13319), ("hard", 31958)):
@@ -137,12 +141,14 @@ def test_real_wider_counts():
         assert len(info["by_event"]) == 61
 
 
+@pytest.mark.shared
 @skip_fddb
 def test_real_fddb_counts():
     info = summary(load_dataset("fddb", FDDB))
     assert (info["images"], info["faces"], len(info["by_fold"])) == (2845, 5171, 10)
 
 
+@pytest.mark.shared
 @skip_aflw
 @skip_aflw_sample
 def test_real_aflw2000_mat_files_match_the_array_rows():
@@ -154,7 +160,8 @@ def test_real_aflw2000_mat_files_match_the_array_rows():
     found = []
     for name in names:
         pts = from_mat[name].faces[0].landmarks.points
-        matches = [i for i, r in enumerate(rows) if np.array_equal(r.faces[0].landmarks.points, pts.astype(np.float32).astype(np.float64))]
+        matches = [i for i, r in enumerate(rows)
+                   if np.array_equal(r.faces[0].landmarks.points, pts.astype(np.float32).astype(np.float64))]
         assert len(matches) == 1, name
         found.append(matches[0])
         assert rows[matches[0]].attributes["yaw"] == pytest.approx(from_mat[name].attributes["yaw"], abs=1e-4)
@@ -185,7 +192,8 @@ def test_cofw_mat(tmp_path):
     images[0, 0] = rng.integers(0, 255, (40, 50), dtype=np.uint8)  # grey
     images[1, 0] = rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)
     phis = np.c_[rng.uniform(2, 19, (2, 58)), rng.integers(0, 2, (2, 29))]
-    savemat(tmp_path / "COFW_test.mat", {"IsT": images, "phisT": phis, "bboxesT": np.array([[1, 2, 10, 12], [3, 3, 5, 5.]])})
+    savemat(tmp_path / "COFW_test.mat",
+            {"IsT": images, "phisT": phis, "bboxesT": np.array([[1, 2, 10, 12], [3, 3, 5, 5.]])})
     samples = load_dataset("cofw", tmp_path, "test")
     assert len(samples) == 2 and samples[0].image().shape == (40, 50, 3) and samples[1].image().shape == (30, 20, 3)
     assert np.allclose(samples[0].faces[0].landmarks.points[:, 0], phis[0, :29] - 1)
@@ -215,8 +223,10 @@ def test_dlib_xml_coco_keypoints_and_menpo_folder(tmp_path):
                         {"image_id": 7, "bbox": [50, 50, 10, 10], "iscrowd": 1}]}))
     (sample,) = load_dataset("coco-keypoints", tmp_path / "kp.json")
     # COCO coordinates count from the pixel corner: -0.5 to reach pixel centres (the default origin)
-    assert sample.faces[0].landmarks.scheme == "wflw98" and sample.faces[0].box.as_array().tolist() == [0.5, 1.5, 30.5, 41.5]
-    assert len(sample.ignore) == 1 and not sample.faces[0].landmarks.visible[97] and sample.faces[0].landmarks.visible[0]
+    assert sample.faces[0].landmarks.scheme == "wflw98"
+    assert sample.faces[0].box.as_array().tolist() == [0.5, 1.5, 30.5, 41.5]
+    assert len(sample.ignore) == 1
+    assert not sample.faces[0].landmarks.visible[97] and sample.faces[0].landmarks.visible[0]
 
     menpo = tmp_path / "menpo"
     _image(menpo / "p.png")
@@ -228,6 +238,7 @@ def test_dlib_xml_coco_keypoints_and_menpo_folder(tmp_path):
 
 # --- round trips on the real files: load -> write in the official format -> load ---------------
 
+@pytest.mark.shared
 @skip_300w
 def test_real_300w_csv_round_trips_through_pts_folders(tmp_path):
     from facebench.datasets.landmark_files import write_pts
@@ -243,6 +254,7 @@ def test_real_300w_csv_round_trips_through_pts_folders(tmp_path):
         assert again[s.id].attributes["subset"] == s.attributes["subset"]
 
 
+@pytest.mark.shared
 @skip_wider
 def test_real_wider_mat_round_trips_through_the_release_txt(tmp_path):
     from facebench.datasets.wider import read_wider_eval_gt, write_wider_txt
@@ -258,6 +270,7 @@ def test_real_wider_mat_round_trips_through_the_release_txt(tmp_path):
         assert sorted(map(tuple, both)) == sorted(map(tuple, np.c_[boxes[:, :2], boxes[:, :2] + boxes[:, 2:]]))
 
 
+@pytest.mark.shared
 @skip_fddb
 def test_real_fddb_round_trip(tmp_path):
     from facebench.datasets.fddb import read_fddb_folds, read_fddb_list, write_fddb_list

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from facebench.assets import asset_path
 from facebench.baselines.blazeface import BlazeFaceShortRange
 from facebench.baselines.face_mesh import (
     LEFT_EYE,
@@ -20,29 +22,26 @@ from facebench.baselines.face_mesh import (
     MeshIrisCascade,
     RotatedRect,
 )
-
-from facebench.assets import asset_path
-from facebench.mediapipe_ops import (
+from facebench.metrics.landmarks import normaliser
+from facebench.run.harness import run_one
+from facebench.runtimes.mediapipe_ops import (
     landmarks_to_transform_matrix,
     make_interpreter,
     parse_options,
     transform_landmarks,
     transform_tensor_bilinear,
 )
-from facebench.metrics.landmarks import normaliser
 from facebench.schemes import convert, shared_points
 
 PHOTOS = ("takeo", "breakingbad", "lenna")  # einstein's face is too small for the short-range detector
 
 
 def _run(adapter, sample, face=None):
-    inputs, context = adapter.preprocess(sample, face)
-    outputs = adapter.forward({k: np.stack([np.asarray(v)]) for k, v in inputs.items()})
-    return adapter.postprocess({k: v[0] for k, v in outputs.items()}, context)
+    return run_one(adapter, sample, face)[0]
 
 
 @pytest.fixture(scope="module")
-def models(pulled_assets):
+def models(mediapipe_assets):
     out = {"detector": BlazeFaceShortRange(), "mesh": FaceMesh(), "cascade": MeshIrisCascade(),
            "attention": AttentionMesh()}
     for m in out.values():
@@ -127,7 +126,7 @@ def test_matrix_kernel_equals_the_reference_composition():
     assert np.allclose(moved[0, 0], [*centre[:2], 3.0], atol=1e-4)
 
 
-def test_region_lists_are_the_models_own(pulled_assets):
+def test_region_lists_are_the_models_own(mediapipe_assets):
     """The lips/eye index lists typed in the module are the subsets in the model's flexbuffer options."""
     _interp, ops = make_interpreter(asset_path("face_landmark_with_attention.tflite"))
     subsets = sorted(tuple(o["subset_idxs"]) for o in ops._options.values() if "subset_idxs" in o)

@@ -20,13 +20,15 @@ import pytest
 from click.testing import CliRunner
 
 from facebench.cli import main
-from facebench.farm import adbd
 from facebench.farm.adb import Connection, DeviceError, ensure_host_key
 from facebench.farm.bench import BenchModel, BenchSettings, resolve_models, run_bench
-from facebench.farm.host_benchmark import write_program
 from facebench.farm.inventory import Device, Inventory, InventoryError, load_inventory
-from facebench.leaderboard import device_latency
-from facebench.store import Store
+from facebench.report.leaderboard import device_latency
+from facebench.results.store import Store
+from facebench.testing import adbd
+from facebench.testing.host_benchmark import write_program
+
+pytestmark = pytest.mark.farm
 
 FAST = ("--min_secs=0", "--warmup_min_secs=0")
 
@@ -305,6 +307,7 @@ def test_gpu_outcomes_and_garbage_are_told_apart():
 
 # -- benchmarks end to end ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_devices_measure_real_inference_labelled_host_cpu(standins, host_key, program, model, tmp_path):
     _, a = standins("a")
     device_b, b = standins("b")
@@ -351,6 +354,7 @@ FAULTS = {  # kind -> what the stand-in does (unreachable: nothing listens; exit
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_failing_device_fails_alone_and_resume_redoes_only_its_cells(fault, standins, host_key, program, model,
                                                                       tmp_path):
@@ -390,6 +394,7 @@ def test_a_failing_device_fails_alone_and_resume_redoes_only_its_cells(fault, st
     assert all(m.status == "ok" for m in again), [m.reason for m in again]
 
 
+@pytest.mark.slow
 def test_a_device_dropping_mid_run_is_reconnected_for_the_next_model(standins, host_key, program, model, tmp_path):
     device, a = standins("a", faults=adbd.Faults(drop_run="--graph"))
     copy = tmp_path / "second.tflite"
@@ -399,12 +404,14 @@ def test_a_device_dropping_mid_run_is_reconnected_for_the_next_model(standins, h
     def heal_after_first(m):
         device.faults = adbd.Faults()  # the phone comes back after its first drop
 
-    measured = run_bench(models, [a], _inventory(program, host_key, a), _settings(), host_key, progress=heal_after_first)
+    measured = run_bench(models, [a], _inventory(program, host_key, a), _settings(), host_key,
+                         progress=heal_after_first)
     assert [m.status for m in measured] == ["failed", "ok"]
 
 
 # -- the command line --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_devices_and_bench_with_resume(standins, host_key, program, tmp_path, facebench_home):
     _, a = standins("phone-a")
     _, stranger = standins("stranger", keys=[])

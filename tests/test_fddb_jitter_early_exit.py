@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facebench.metrics.early_exit import COLUMNS, early_exit_curves, stop_stage
 from facebench.metrics.fddb import ellipse_to_box, evaluate_fddb, image_counts
 from facebench.metrics.jitter import detection_points, sequence_jitter, shift_jitter
+
+from conftest import SHARED
 
 FDDB = SHARED / "fddb-folds"
 
@@ -44,6 +45,7 @@ def test_roc_accumulates_over_images_and_thresholds():
     assert roc.faces == 3 and roc.tpr_at(0) == pytest.approx(2 / 3)
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not FDDB.is_dir(), reason=f"{FDDB} absent (real FDDB folds)")
 def test_real_folds_scored_against_themselves():
     from facebench.datasets.fddb import read_fddb_folds
@@ -85,7 +87,9 @@ def test_jitter_of_a_known_wobble():
     # size changes count without undoing a shift
     pts, moves = detection_points(np.array([0, 0, 10, 10.]))
     grown = detection_points(np.array([0, 0, 13, 14.]))[0][None]
-    assert shift_jitter(pts, grown, np.zeros((1, 2)), 1.0, moves) == pytest.approx(np.sqrt((1.5**2 + 2**2 + 3**2 + 4**2) / 2))
+    assert shift_jitter(pts, grown, np.zeros((1, 2)), 1.0, moves) == pytest.approx(
+        np.sqrt((1.5**2 + 2**2 + 3**2 + 4**2) / 2)
+    )
 
 
 def test_sequence_jitter_removes_true_motion():
@@ -101,7 +105,8 @@ def test_sequence_jitter_removes_true_motion():
 
 def _cascade(seed, faces=300, stages=3):
     rng = np.random.default_rng(seed)
-    nme = np.abs(rng.normal(0.06, 0.03, (faces, 1))) * np.linspace(1.0, 0.6, stages) + np.abs(rng.normal(0, 0.01, (faces, stages)))
+    nme = (np.abs(rng.normal(0.06, 0.03, (faces, 1))) * np.linspace(1.0, 0.6, stages)
+           + np.abs(rng.normal(0, 0.01, (faces, stages))))
     estimate = np.round(nme + rng.normal(0, 0.01, nme.shape), 3)  # rounded: ties between faces and stages
     return nme, estimate, np.array([10e6, 20e6, 40e6][:stages])
 

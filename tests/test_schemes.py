@@ -46,9 +46,10 @@ def test_ibug_to_five_point_and_shared_points():
         convert(points, "ibug68", "blazeface6")
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "300w-annotations").is_dir(), reason="real 300W annotations absent")
 def test_flip_keeps_real_faces_in_anatomical_order():
-    from facebench.prediction_files import read_landmarks
+    from facebench.offline.prediction_files import read_landmarks
 
     _, faces = read_landmarks(SHARED / "300w-annotations" / "face_landmarks_300w_valid_common.csv")
     width = 2000.0
@@ -77,9 +78,10 @@ _HPM_68_TO_29 = [[18], [27], [22], [23], [20], [18, 22], [25], [23, 27], [37], [
                  range(51, 54), [63], [67], range(57, 60), range(8, 11)]
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "300w-annotations").is_dir(), reason="real 300W annotations absent")
 def test_cofw_mapping_agrees_with_an_independent_table_on_real_faces():
-    from facebench.prediction_files import read_landmarks
+    from facebench.offline.prediction_files import read_landmarks
 
     _, faces = read_landmarks(SHARED / "300w-annotations" / "face_landmarks_300w_valid.csv")
     cofw = np.stack([[f[[i - 1 for i in t]].mean(axis=0) for t in _HPM_68_TO_29] for f in faces])
@@ -95,6 +97,7 @@ def test_cofw_mapping_agrees_with_an_independent_table_on_real_faces():
     assert np.array_equal(back[:, [17, 36, 45, 30, 62]], faces[:, [17, 36, 45, 30, 62]])
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "aflw2000-3d-annotations").is_dir(), reason="real AFLW2000-3D annotations absent")
 def test_aflw19_mapping_on_real_aflw2000_faces():
     root = SHARED / "aflw2000-3d-annotations"

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED
 from scipy.io import savemat
 
 from facebench.cli import main
+
+from conftest import SHARED
 
 WIDER_GT = SHARED / "wider-face-val-gt"
 
@@ -85,6 +86,7 @@ def test_score_wider_reports_unknown_and_malformed_files(wider_case):
     assert result.exit_code == 1 and f"{bad}:2: count says 2" in result.output
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not WIDER_GT.is_dir(), reason=f"{WIDER_GT} absent (real WIDER val ground truth)")
 def test_score_wider_on_the_real_ground_truth(tmp_path):
     from facebench.datasets.wider import read_wider_eval_gt
@@ -93,7 +95,8 @@ def test_score_wider_on_the_real_ground_truth(tmp_path):
     rng = np.random.default_rng(0)
     for key, boxes in zip(gt.keys, gt.boxes):
         event, image = key.split("/")
-        write_wider_pred(tmp_path, event, image, [(*b, s) for b, s in zip(boxes.astype(int), 0.5 + 0.5 * rng.random(len(boxes)))])
+        scores = 0.5 + 0.5 * rng.random(len(boxes))
+        write_wider_pred(tmp_path, event, image, [(*b, s) for b, s in zip(boxes.astype(int), scores)])
     result = CliRunner().invoke(main, ["score", "wider", "--gt", str(WIDER_GT), "--pred", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -157,7 +160,8 @@ def test_score_landmarks_pts_folders_with_missing_and_unknown(tmp_path):
     assert data["scheme"] == "ibug68" and data["missing"] == ["img3"] and data["unknown"] == ["stray"]
     assert data["nme"] == pytest.approx(0.02, abs=1e-6) and data["nme_faces"] == 3
     assert data["fr"] == pytest.approx(0.25)  # the missing face fails
-    text = CliRunner().invoke(main, ["score", "landmarks", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")])
+    text = CliRunner().invoke(main, ["score", "landmarks", "--gt", str(tmp_path / "gt"),
+                                     "--pred", str(tmp_path / "pred")])
     assert "NME 2.000%" in text.stdout and "FR@0.08 25.00%" in text.stdout
 
 
@@ -181,5 +185,6 @@ def test_score_landmarks_npy_rows_with_yaw_bins_and_bad_input(tmp_path):
     assert result.exit_code == 1 and "5 faces" in result.output and "gt.npy has 6" in result.output
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
-    result = CliRunner().invoke(main, ["score", "landmarks", "--gt", str(tmp_path / "bad"), "--pred", str(tmp_path / "bad")])
+    result = CliRunner().invoke(main, ["score", "landmarks", "--gt", str(tmp_path / "bad"),
+                                       "--pred", str(tmp_path / "bad")])
     assert result.exit_code == 1 and "x.pts" in result.output and "68 points" in result.output

@@ -31,7 +31,8 @@ def test_nme_scorer_counts_a_failed_face_as_failure(mini_samples):
 
 def test_ap_scorer_min_face_fraction_ignores_small_faces(mini_samples):
     # detect every face exactly except the smallest (einstein's, about 1% of the photo)
-    fractions = {s.id: s.faces[0].box.width * s.faces[0].box.height / np.prod(s.image().shape[:2]) for s in mini_samples}
+    fractions = {s.id: s.faces[0].box.width * s.faces[0].box.height / np.prod(s.image().shape[:2])
+                 for s in mini_samples}
     smallest = min(fractions, key=fractions.get)
     predictions = {s.id: Prediction(detections=() if s.id == smallest else (Detection(s.faces[0].box, 0.9),))
                    for s in mini_samples}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facebench.metrics.detection import box_iou
 from facebench.metrics.wider import SETTINGS, evaluate_wider
+
+from conftest import SHARED
 
 WIDER_GT = SHARED / "wider-face-val-gt"
 needs_wider = pytest.mark.skipif(not WIDER_GT.is_dir(), reason=f"{WIDER_GT} absent (real WIDER val ground truth)")
@@ -29,7 +30,9 @@ def literal_wider_ap(gt_boxes, kept, preds, thresh_num=1000, iou_thresh=0.5):
         pred[:, 4] = (pred[:, 4] - lo) / (hi - lo)
         ignore = np.zeros(len(gt))
         ignore[keep] = 1
-        to_corners = lambda b: np.c_[b[:, :2], b[:, :2] + b[:, 2:4]]
+        def to_corners(b):
+            return np.c_[b[:, :2], b[:, :2] + b[:, 2:4]]
+
         overlaps = box_iou(to_corners(pred), to_corners(gt), plus_one=True)
         recall_list = np.zeros(len(gt))
         proposal_list = np.ones(len(pred))
@@ -84,6 +87,7 @@ def _problem(seed, n_images=5, sort=True):
     return gts, kept, preds
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_equals_the_literal_procedure_on_sorted_files(seed):
@@ -132,6 +136,7 @@ def test_hand_computed_case():
     assert r2.ap == pytest.approx(2 / 3)
 
 
+@pytest.mark.shared
 @needs_wider
 def test_real_ground_truth_scored_against_itself():
     from facebench.datasets.wider import read_wider_eval_gt

@@ -8,12 +8,15 @@ dataset and one of its splits; each split is a set of loader options.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from facebench.errors import UsageError
 from facebench.types import Sample
 
 
@@ -50,14 +53,15 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("fddb", _lazy("fddb"), True, "FDDB, ten folds of ellipse lists", {"all": {}}),
     DatasetSpec("wflw", _lazy("wflw"), True, "WFLW, list_98pt_rect_attr_{train,test}.txt + WFLW_images/",
                 {s: {"split": s} for s in ("test", "train")}, skips_bad=True),
-    DatasetSpec("cofw", _lazy("cofw"), True, "COFW 29 points, COFW_{test,train}.mat", {s: {"split": s} for s in ("test", "train")}),
+    DatasetSpec("cofw", _lazy("cofw"), True, "COFW 29 points, COFW_{test,train}.mat",
+                {s: {"split": s} for s in ("test", "train")}),
     DatasetSpec("dlib-xml", _lazy("formats", "load_dlib_xml"), True, "a dlib/imglab XML file (--root is the file)",
                 {"all": {}}),
     DatasetSpec("coco-keypoints", _lazy("formats", "load_coco_keypoints"), True,
                 "a COCO-style keypoint JSON, images beside it (--root is the file); split = coordinate origin",
                 {"all": {}, "one-based": {"origin": "one-based"}, "zero-based": {"origin": "zero-based"}}),
-    DatasetSpec("menpo", _lazy("formats", "load_menpo_folder"), True, "a folder of images with .pts/.ljson", {"all": {}},
-                skips_bad=True),
+    DatasetSpec("menpo", _lazy("formats", "load_menpo_folder"), True, "a folder of images with .pts/.ljson",
+                {"all": {}}, skips_bad=True),
     DatasetSpec("300vw", _lazy("ibug300vw"), True, "300-VW, <video>/annot/*.pts with frames extracted to <video>/imgs/",
                 {s: {"split": s} for s in ("all", "train", "test", "category1", "category2", "category3")},
                 skips_bad=True),
@@ -68,7 +72,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
 def load_dataset(name: str, root: str | Path | None = None, split: str | None = None,
@@ -81,10 +85,10 @@ def load_dataset(name: str, root: str | Path | None = None, split: str | None = 
     """
     spec = get_spec(name)
     if spec.needs_root and root is None:
-        raise ValueError(f"dataset {name!r} needs --root pointing at your copy")
+        raise UsageError(f"dataset {name!r} needs --root pointing at your copy")
     split = split or next(iter(spec.splits))
     if split not in spec.splits:
-        raise ValueError(f"dataset {name!r} has splits {', '.join(spec.splits)}, not {split!r}")
+        raise UsageError(f"dataset {name!r} has splits {', '.join(spec.splits)}, not {split!r}")
     options = dict(spec.splits[split])
     if skipped is not None and spec.skips_bad:
         options["on_bad"] = lambda exc: skipped.append(str(exc))
@@ -99,7 +103,7 @@ def parse_roots(values: Sequence[str]) -> dict[str, Path]:
         if sep and name in DATASETS:
             roots[name] = Path(path)
         elif sep and not Path(value).exists():
-            raise ValueError(f"--root {value}: unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+            raise UsageError(f"--root {value}: unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
         else:
             roots["*"] = Path(value)
     return roots
@@ -120,9 +124,10 @@ def root_for(name: str, roots: dict[str, Path] | None = None) -> Path | None:
     return None
 
 
-def unavailable(name: str, split: str | None, root: Path | None, needs: str = "") -> str | None:
+def unavailable(name: str, split: str | None, root: Path | None, needs: str = "", skip_bad: bool = False) -> str | None:
     """Why a dataset split cannot be evaluated here (None: it can): no root, unreadable
-    annotations, or images missing (annotation-only copies can be scored, not run)."""
+    annotations, or images missing (annotation-only copies can be scored, not run).
+    With ``skip_bad``, bad entries are skipped here as the run will skip them."""
     if is_embedded(name):
         return None
     hint = f"--root {name}=PATH" + (f", PATH = {needs}" if needs else "")
@@ -131,7 +136,7 @@ def unavailable(name: str, split: str | None, root: Path | None, needs: str = ""
     if not Path(root).exists():
         return f"{root} does not exist: pass {hint}"
     try:
-        samples = load_dataset(name, root, split)
+        samples = load_dataset(name, root, split, [] if skip_bad else None)
     except (ValueError, OSError) as exc:
         return f"{name} under {root} cannot be read ({exc}): pass {hint}"
     first = next((s.image for s in samples if hasattr(s.image, "path")), None)
@@ -150,7 +155,7 @@ def summary(samples: Sequence[Sample]) -> dict:
     ``images_present`` counts the image files found on disk (inline images
     always count), so an annotation-only copy shows as such before a run fails.
     """
-    out = {"images": len(samples), "images_present": sum(1 for s in samples if _image_present(s)),
+    out: dict[str, Any] = {"images": len(samples), "images_present": sum(1 for s in samples if _image_present(s)),
            "faces": sum(len(s.faces) for s in samples), "ignored": sum(len(s.ignore) for s in samples)}
     flags = [f for f in ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
              if any(s.attributes.get(f) for s in samples)]
@@ -175,10 +180,13 @@ def _image_present(sample: Sample) -> bool:
 
 
 def fingerprint(samples: Sequence[Sample]) -> str:
-    """Hash of ids, image identities and every annotation: what a result depends on."""
+    """Hash of ids, image identities and every annotation, attributes included (subsets, flags and
+    yaw decide group figures): what a result depends on."""
     digest = hashlib.sha256()
     for s in samples:
         digest.update(f"{s.id}\0{s.image_key}\0".encode())
+        if s.attributes:
+            digest.update(json.dumps(s.attributes, sort_keys=True, default=_plain).encode())
         for face in s.faces:
             digest.update(face.box.as_array().tobytes())
             if face.landmarks is not None:
@@ -189,3 +197,12 @@ def fingerprint(samples: Sequence[Sample]) -> str:
         for box in s.ignore:
             digest.update(b"ignore" + box.as_array().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _plain(value):
+    """JSON for attribute values numpy and tuples hold (arrays, numpy scalars)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)

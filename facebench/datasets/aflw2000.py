@@ -42,6 +42,8 @@ def read_mat(path: Path) -> tuple[np.ndarray, float]:
     bad = np.flatnonzero(~np.isfinite(pts[:2]).all(axis=0))
     if len(bad):
         raise AnnotationError(f"{path}: pt3d_68 point {bad[0]}: non-finite x, y")
+    if not np.isfinite(pose[1]):
+        raise AnnotationError(f"{path}: Pose_Para yaw is {pose[1]}: the face cannot be put in a yaw bin")
     return pts[:2].T.copy(), float(np.degrees(pose[1]))
 
 

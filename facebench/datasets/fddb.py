@@ -103,7 +103,7 @@ def load(root: Path) -> list[Sample]:
 
 def write_fddb_list(path: str | Path, entries: dict[str, np.ndarray]) -> Path:
     """Write ``image path -> (n, 5) ellipses`` (or (n, k) rows) in the ellipse-list layout."""
-    from facebench.report import write_atomic
+    from facebench.paths import write_atomic
 
     lines = []
     for name, rows in entries.items():

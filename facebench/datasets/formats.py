@@ -34,8 +34,27 @@ from facebench.types import Box, Face, Landmarks, Sample
 
 
 def _landmarks(points: np.ndarray | None) -> Landmarks | None:
-    scheme = None if points is None else scheme_for_size(len(points))
+    if points is None:
+        return None
+    scheme = scheme_for_size(len(points))
     return None if scheme is None else Landmarks(points, scheme)
+
+
+def _attribute(element: ET.Element, key: str) -> str:
+    value = element.get(key)
+    if value is None:
+        raise ValueError(f"no {key} attribute")
+    return value
+
+
+def _sorted_parts(parts: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """imglab parts in name order: numerically when every name is a number."""
+    numeric = [name.isdigit() for name, _, _ in parts]
+    if all(numeric):
+        return sorted(parts, key=lambda p: int(p[0]))
+    if any(numeric):
+        raise ValueError("part names mix numbers and words")
+    return sorted(parts, key=lambda p: p[0])
 
 
 def load_dlib_xml(path: Path) -> list[Sample]:
@@ -49,12 +68,13 @@ def load_dlib_xml(path: Path) -> list[Sample]:
         name = image.get("file")
         if name is None:
             raise AnnotationError(f"{path}: an <image> without a file attribute")
-        faces, ignore = [], []
+        faces: list[Face] = []
+        ignore: list[Box] = []
         for box in image.iter("box"):
             try:
-                top, left, width, height = (float(box.get(k)) for k in ("top", "left", "width", "height"))
-                parts = sorted(((p.get("name"), float(p.get("x")), float(p.get("y"))) for p in box.iter("part")),
-                               key=lambda p: int(p[0]) if p[0].isdigit() else p[0])
+                top, left, width, height = (float(_attribute(box, k)) for k in ("top", "left", "width", "height"))
+                parts = _sorted_parts([(_attribute(p, "name"), float(_attribute(p, "x")), float(_attribute(p, "y")))
+                                       for p in box.iter("part")])
             except (TypeError, ValueError) as exc:
                 raise AnnotationError(f"{path}: image {name}: malformed box or part ({exc})") from None
             if not np.isfinite([top, left, width, height, *(v for p in parts for v in p[1:])]).all():
@@ -128,7 +148,8 @@ def load_coco_keypoints(path: Path, images: Path | None = None, origin: str = "c
             continue
         if bbox is None:
             derived.append(len(faces))
-        scheme = scheme_for_size(len(kps)) if len(kps) else None
+        # a face with no labelled keypoint (COCO's num_keypoints = 0) is a box, not a landmark face
+        scheme = scheme_for_size(len(kps)) if labelled.any() else None
         landmarks = None if scheme is None else Landmarks(points, scheme, None if labelled.all() else labelled)
         faces.append(Face(box, landmarks))
     samples = []

@@ -75,13 +75,19 @@ def load(root: Path, split: str = "all", on_bad=None) -> list[Sample]:
     setup step, not a bad annotation.
     """
     samples = []
-    for video in videos(root, split):
+    chosen = videos(root, split)
+    if not chosen:
+        raise AnnotationError(f"{root}: no 300VW video of split {split!r} here (folders <video>/annot/*.pts)")
+    for video in chosen:
         frames_dir = video / "imgs"
         if not frames_dir.is_dir() and (video / "vid.avi").is_file():
             raise AnnotationError(
                 f"{video}: frames not extracted (only vid.avi); facebench reads frames, not video: extract them "
                 f"into {frames_dir}/ numbered like annot/, e.g. ffmpeg -i {video / 'vid.avi'} {frames_dir}/%06d.png")
         stems = sorted((p.stem for p in (video / "annot").glob("*.pts")), key=_numeric_key)
+        # frames by number, whatever the zero padding of either folder
+        numbered = {int(f.stem): f for f in frames_dir.iterdir() if f.stem.isdigit() and f.suffix.lower()
+                    in FRAME_SUFFIXES} if frames_dir.is_dir() else {}
         for stem in stems:
             pts = video / "annot" / f"{stem}.pts"
             try:
@@ -89,10 +95,10 @@ def load(root: Path, split: str = "all", on_bad=None) -> list[Sample]:
                     raise AnnotationError(f"{pts}: not a frame number")
                 image = frames_dir / f"{stem}.jpg"
                 if frames_dir.is_dir():
-                    image = next((frames_dir / f"{stem}{s}" for s in FRAME_SUFFIXES
-                                  if (frames_dir / f"{stem}{s}").is_file()), None)
-                    if image is None:
+                    found = numbered.get(int(stem))
+                    if found is None:
                         raise AnnotationError(f"{pts}: no frame {frames_dir / stem}{{{','.join(FRAME_SUFFIXES)}}}")
+                    image = found
                 points = read_pts(pts)
                 if len(points) != 68:
                     raise AnnotationError(f"{pts}: {len(points)} points, 300VW has 68")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.datasets.landmark_files import AnnotationError, read_pts
+from facebench.datasets.landmark_files import AnnotationError, is_number, read_pts
 from facebench.imaging import ImageFile
 from facebench.types import Box, Face, Landmarks, Sample
 
@@ -52,7 +52,8 @@ def subset_of(relative_path: str) -> str:
     for subset, folders in FOLDERS.items():
         if any(relative_path.startswith(f + "/") for f in folders):
             return subset
-    raise AnnotationError(f"{relative_path}: not in any 300W folder ({', '.join(f for v in FOLDERS.values() for f in v)})")
+    known = ", ".join(f for v in FOLDERS.values() for f in v)
+    raise AnnotationError(f"{relative_path}: not in any 300W folder ({known})")
 
 
 def load(root: Path, split: str = "full", on_bad=None) -> list[Sample]:
@@ -106,7 +107,7 @@ def _from_csv(root: Path, csv_path: Path, on_bad=None) -> list[Sample]:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"cannot read {csv_path}: {exc}") from exc
-    header = bool(rows and rows[0] and not _is_number(rows[0][-1]))
+    header = bool(rows and rows[0] and not is_number(rows[0][-1]))
     skip = 4 if header and [h.strip() for h in rows[0][1:4]] == ["scale", "center_w", "center_h"] else 1
     samples = []
     for lineno, row in enumerate(rows[int(header):], start=1 + int(header)):
@@ -133,14 +134,6 @@ def _from_csv(root: Path, csv_path: Path, on_bad=None) -> list[Sample]:
     if not samples and on_bad is None:
         raise AnnotationError(f"{csv_path}: no rows")
     return samples
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _sample(rel: str, image: Path, points: np.ndarray, subset: str) -> Sample:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.errors import FacebenchError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(FacebenchError, ValueError):
     """An annotation file is not what its format says; the message names it."""
 
 
@@ -22,6 +24,15 @@ def read_lines(path: Path, error: type[ValueError] = AnnotationError) -> list[st
         return Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"cannot read {path}: {exc}") from exc
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a float (a CSV's header row does not)."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def read_pts(path: str | Path) -> np.ndarray:
@@ -69,7 +80,7 @@ def read_ljson(path: str | Path, group: str | None = None) -> np.ndarray:
 
 def write_pts(path: str | Path, points: np.ndarray) -> Path:
     """Write (N, 2) 0-based points as an iBUG ``.pts`` file (1-based), atomically."""
-    from facebench.report import write_atomic
+    from facebench.paths import write_atomic
 
     body = "".join(f"{x + 1:.6f} {y + 1:.6f}\n" for x, y in np.asarray(points, dtype=np.float64)[:, :2])
     return write_atomic(path, f"version: 1\nn_points: {len(points)}\n{{\n{body}}}\n")

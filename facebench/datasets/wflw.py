@@ -48,7 +48,8 @@ def load(root: Path, split: str = "test", on_bad=None) -> list[Sample]:
             except ValueError:
                 raise AnnotationError(f"{path}:{lineno}: non-numeric field before the image path") from None
             if not np.isfinite(values[:200]).all():
-                raise AnnotationError(f"{path}:{lineno}: non-finite coordinate (field {np.flatnonzero(~np.isfinite(values))[0] + 1})")
+                field = np.flatnonzero(~np.isfinite(values))[0] + 1
+                raise AnnotationError(f"{path}:{lineno}: non-finite coordinate (field {field})")
         except AnnotationError as exc:
             if on_bad is None:
                 raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,6 +143,7 @@ def load(root: Path, split: str = "val", setting: str | None = "hard") -> list[S
     if setting is not None and setting not in SETTINGS:
         raise ValueError(f"WIDER FACE setting {setting!r}; known: {', '.join(SETTINGS)}")
     images = root / f"WIDER_{split}" / "images"
+    entries: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]]
     if (root / f"wider_face_{split}.mat").is_file():
         gt = read_wider_eval_gt(root, split)
         if setting is None:
@@ -168,12 +170,13 @@ def load(root: Path, split: str = "val", setting: str | None = "hard") -> list[S
 
 def write_wider_txt(path: str | Path, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
     """Write ``image path -> ((n, 4) x, y, w, h, (n,) invalid)`` in the release's txt layout."""
-    from facebench.report import write_atomic
+    from facebench.paths import write_atomic
 
     lines = []
     for name, (boxes, invalid) in entries.items():
         lines += [name, str(len(boxes))]
-        lines += [f"{int(x)} {int(y)} {int(w)} {int(h)} 0 0 0 {int(inv)} 0 0 " for (x, y, w, h), inv in zip(boxes, invalid)]
+        lines += [f"{int(x)} {int(y)} {int(w)} {int(h)} 0 0 0 {int(inv)} 0 0 "
+                  for (x, y, w, h), inv in zip(boxes, invalid)]
         if len(boxes) == 0:
             lines.append("0 0 0 0 0 0 0 0 0 0 ")
     return write_atomic(path, "\n".join(lines) + "\n")

@@ -25,14 +25,18 @@ import secrets
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
+from facebench.errors import FacebenchError
 from facebench.farm.inventory import Device
+
+if TYPE_CHECKING:
+    from adb_shell.adb_device import AdbDevice
 
 QUICK_TIMEOUT_S = 15.0
 
 
-class DeviceError(Exception):
+class DeviceError(FacebenchError):
     """A device-side failure; ``kind`` is one of KINDS."""
 
     KINDS = ("unreachable", "unauthorised", "dropped", "timeout", "exit", "garbage", "push")
@@ -101,7 +105,7 @@ class Connection:
     def __init__(self, device: Device, key: Path, connect_timeout_s: float = 5.0, auth_timeout_s: float = 10.0):
         self.device, self.key = device, key
         self.connect_timeout_s, self.auth_timeout_s = connect_timeout_s, auth_timeout_s
-        self._adb = None
+        self._adb: AdbDevice | None = None
 
     def __enter__(self) -> Self:
         self.connect()
@@ -119,7 +123,8 @@ class Connection:
         try:
             if d.address:
                 host, port = d.host_port
-                adb = adb_device.AdbDevice(_tcp_transport(host, port), default_transport_timeout_s=self.connect_timeout_s)
+                adb = adb_device.AdbDevice(_tcp_transport(host, port),
+                                           default_transport_timeout_s=self.connect_timeout_s)
             else:
                 adb = adb_device.AdbDeviceUsb(serial=d.serial, default_transport_timeout_s=self.connect_timeout_s)
             adb.connect(rsa_keys=[CryptographySigner(str(self.key))], transport_timeout_s=self.connect_timeout_s,
@@ -129,7 +134,8 @@ class Connection:
             raise DeviceError("unreachable", f"{d.name} ({d.where}): {exc}") from None
         except Exception as exc:  # noqa: BLE001 - adb-shell raises many kinds; each is classified here
             if prompted:
-                raise DeviceError("unauthorised", f"{d.name} ({d.where}) did not accept this host's key {self.key}.pub: "
+                raise DeviceError("unauthorised",
+                                  f"{d.name} ({d.where}) did not accept this host's key {self.key}.pub: "
                                   "tap 'Allow' on the phone's USB-debugging prompt, then rerun") from None
             if isinstance(exc, exceptions.DeviceAuthError):
                 raise DeviceError("unauthorised", f"{d.name} ({d.where}): {exc}") from None
@@ -148,6 +154,12 @@ class Connection:
             except Exception:  # noqa: BLE001, S110 - closing a dead socket must not hide the real error
                 pass
             self._adb = None
+
+    def _connected(self) -> AdbDevice:
+        """The live adb-shell session; DeviceError("dropped") once it is gone (or before connect())."""
+        if self._adb is None:
+            raise DeviceError("dropped", f"{self.device.name}: not connected")
+        return self._adb
 
     def _call(self, what: str, fn, *args, **kwargs):
         from adb_shell import exceptions
@@ -172,8 +184,8 @@ class Connection:
     def shell(self, command: str, timeout_s: float = QUICK_TIMEOUT_S) -> ShellResult:
         """Run ``command`` in the device shell; its exit status comes back with the output."""
         marker = f"FBX{secrets.token_hex(8)}"
-        raw = self._call(f"`{command}`", self._adb.shell, f"({command}\n); echo {marker}:$?", transport_timeout_s=timeout_s,
-                         read_timeout_s=timeout_s, timeout_s=timeout_s, decode=False)
+        raw = self._call(f"`{command}`", self._connected().shell, f"({command}\n); echo {marker}:$?",
+                         transport_timeout_s=timeout_s, read_timeout_s=timeout_s, timeout_s=timeout_s, decode=False)
         text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
         body, sep, tail = text.rstrip("\n").rpartition(f"{marker}:")
         if not sep or not tail.strip().isdigit():
@@ -204,7 +216,7 @@ class Connection:
         if self.remote_sha256(remote) == want:
             return False
         self.check(f"mkdir -p {quote(remote.rsplit('/', 1)[0] or '/')}")
-        self._call(f"push {local} -> {remote}", self._adb.push, str(local), remote, st_mode=0o100000 | mode,
+        self._call(f"push {local} -> {remote}", self._connected().push, str(local), remote, st_mode=0o100000 | mode,
                    transport_timeout_s=timeout_s, read_timeout_s=timeout_s)
         got = self.remote_sha256(remote)
         if got != want:

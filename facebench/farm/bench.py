@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from facebench.assets import sha256_file
+from facebench.errors import FacebenchError
 from facebench.farm.adb import Connection, DeviceError, quote
 from facebench.farm.benchmark_output import OutputError, parse
 from facebench.farm.inventory import Device, Inventory
@@ -39,7 +40,7 @@ PROBE_PROPERTIES = {"model": "ro.product.model", "platform": "ro.board.platform"
                     "host_stand_in": "ro.facebench.host_stand_in"}
 
 
-class FarmError(ValueError):
+class FarmError(FacebenchError, ValueError):
     """The request cannot start (unknown model, no binary configured, bad flag)."""
 
 
@@ -174,7 +175,8 @@ def battery_temperature(conn: Connection) -> float | None:
 def probe(conn: Connection) -> dict:
     """What identifies a result: properties, ABI, the GPU renderer and the battery temperature."""
     script = "; ".join(f"echo {k}=$(getprop {p})" for k, p in PROBE_PROPERTIES.items())
-    script += "; echo gpu=$(dumpsys SurfaceFlinger | grep -m1 GLES); echo battery=$(dumpsys battery | grep -m1 temperature)"
+    script += ("; echo gpu=$(dumpsys SurfaceFlinger | grep -m1 GLES)"
+               "; echo battery=$(dumpsys battery | grep -m1 temperature)")
     info: dict = {}
     for line in conn.check(script).splitlines():
         name, sep, value = line.partition("=")
@@ -238,7 +240,8 @@ def _run_once(conn: Connection, m: Measurement, binary: str, model: BenchModel, 
         m.failure, m.reason = "gpu-delegate", f"GPU delegate {out.gpu}: {out.gpu_message or 'no delegate line'}"
     else:
         if settings.gpu and out.gpu == "partial":
-            m.processor += f" (partial: {out.gpu_nodes[0]}/{out.gpu_nodes[1]} nodes)"
+            nodes = f": {out.gpu_nodes[0]}/{out.gpu_nodes[1]} nodes" if out.gpu_nodes else ""
+            m.processor += f" (partial{nodes})"
         m.status, m.median_ms = "ok", out.median_us / 1e3
 
 

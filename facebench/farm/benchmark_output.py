@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
+from facebench.errors import FacebenchError
+
 _NUMBER = r"([0-9][0-9.]*(?:e[+-]?[0-9]+)?)"
 _SUMMARY = re.compile(rf"Inference timings in us: Init: {_NUMBER}, First inference: {_NUMBER}, "
                       rf"Warmup \(avg\): {_NUMBER}, Inference \(avg\): {_NUMBER}")
@@ -36,7 +38,7 @@ _GPU_FAILED = ("Failed to apply GPU delegate", "Failed to create GPU delegate",
 HOST_STAND_IN = "facebench host stand-in"
 
 
-class OutputError(ValueError):
+class OutputError(FacebenchError, ValueError):
     """The text is not a benchmark result (garbage, a crash, a different program)."""
 
 
@@ -85,9 +87,8 @@ def gpu_outcome(text: str) -> tuple[str, tuple[int, int] | None, str]:
 
 
 def parse(text: str) -> BenchmarkOutput:
-    summary = None
-    for summary in _SUMMARY.finditer(text):
-        pass  # the last summary wins (a tool that benchmarks twice prints two)
+    summaries = list(_SUMMARY.finditer(text))
+    summary = summaries[-1] if summaries else None  # the last wins (a tool that benchmarks twice prints two)
     if summary is None:
         tail = text.strip()[-200:]
         raise OutputError(f"no 'Inference timings in us' line in the output; it ended {tail!r}")

@@ -24,13 +24,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facebench.errors import FacebenchError
+
 DEFAULT_WORKDIR = "/data/local/tmp/facebench"
 _HOST_KEYS = {"key", "benchmark_model"}
 _DEVICE_KEYS = {"address", "serial", "tags", "workdir", "benchmark_model"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class InventoryError(ValueError):
+class InventoryError(FacebenchError, ValueError):
     """The inventory file is missing or malformed; the message names the file."""
 
 
@@ -75,7 +77,8 @@ class Inventory:
         binary = device.benchmark_model or self.benchmark_model
         if binary is None:
             raise InventoryError(f"{self.path}: no benchmark_model configured: set [host] benchmark_model to TFLite's "
-                                 "benchmark tool for Android arm64 (facebench cannot download it; see devices/README.md)")
+                                 "benchmark tool for Android arm64 "
+                                 "(facebench cannot download it; see devices/README.md)")
         if not binary.is_file():
             raise InventoryError(f"{self.path}: benchmark_model {binary} does not exist")
         return binary
@@ -118,7 +121,8 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
             raise InventoryError(f"{where}: unknown key(s) {', '.join(sorted(set(spec) - _DEVICE_KEYS))}")
         address, serial = spec.get("address", ""), spec.get("serial", "")
         if not isinstance(address, str) or not isinstance(serial, str) or bool(address) == bool(serial):
-            raise InventoryError(f"{where}: give exactly one of address = \"host:port\" (TCP) or serial = \"...\" (USB)")
+            raise InventoryError(f"{where}: give exactly one of address = \"host:port\" (TCP) "
+                                 "or serial = \"...\" (USB)")
         if address:
             host_part, _, port = address.rpartition(":")
             if not host_part or not port.isdigit() or not 0 < int(port) < 65536:

@@ -54,7 +54,9 @@ def early_exit_curves(nme: np.ndarray, estimate: np.ndarray, stage_macs: np.ndar
     oracle = _oracle(nme, stage_macs, failed)
     random = _random_baseline(nme, failed, model["runs_past"], repeats, seed)
     frames = []
-    for method, sweep, extra in (("model", model, {}), ("oracle", oracle, {}), ("random", model, random)):
+    methods: list[tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]] = [
+        ("model", model, {}), ("oracle", oracle, {}), ("random", model, random)]
+    for method, sweep, extra in methods:
         frames.append(pd.DataFrame({
             "method": method,
             "threshold": sweep["thresholds"],

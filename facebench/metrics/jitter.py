@@ -67,5 +67,7 @@ def sequence_jitter(predictions: np.ndarray, ground_truth: np.ndarray, scale: fl
         if scheme is None:
             raise ValueError(f"no landmark scheme has {gt.shape[1]} points: pass scale (or scheme)")
         scale = float(np.mean(normaliser(gt, "inter-ocular", scheme)))
+    if not scale > 0:
+        raise ValueError(f"jitter scale must be positive, not {scale} (coincident eye corners?)")
     step = np.diff(pred - gt, axis=0)
     return float(np.sqrt(np.mean(np.sum(step * step, axis=-1))) / scale)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import simpson
 
-from facebench.schemes import MEDIAPIPE_LEFT_EYE, MEDIAPIPE_LIPS, MEDIAPIPE_RIGHT_EYE
+from facebench.errors import FacebenchError
+from facebench.schemes import MEDIAPIPE_LEFT_EYE, MEDIAPIPE_LIPS, MEDIAPIPE_RIGHT_EYE, scheme_for_size
 
 # Per scheme: named index pairs (distance between two points) and centres
 # (distance between the means of two point groups). 0-based indices.
@@ -47,7 +48,7 @@ BOX_NORMALISERS = ("box", "box-mean-side", "box-diagonal")
 # and the corner pair that normalises them. "eyes" averages both eyes.
 # The Attention Mesh table's regions: lips, and each eye's contour (16 points
 # on the mesh, 6 on iBUG-68, 8 on WFLW), each normalised by its corner distance.
-_MP_REGIONS = {"lips": (MEDIAPIPE_LIPS, "mouth-corners"),
+_MP_REGIONS: dict[str, tuple[Sequence[int], str]] = {"lips": (MEDIAPIPE_LIPS, "mouth-corners"),
                "right-eye": (MEDIAPIPE_RIGHT_EYE[:16], "right-eye-corners"),
                "left-eye": (MEDIAPIPE_LEFT_EYE[:16], "left-eye-corners")}
 REGIONS: dict[str, dict[str, tuple[Sequence[int], str]]] = {
@@ -91,11 +92,18 @@ def normaliser(gt: np.ndarray, name: str, scheme: str | None = None, visible: np
     ``name`` is a scheme-defined name (``inter-ocular``, ``inter-pupil``,
     ``mouth-corners`` …), a box normaliser (``box`` = sqrt(w*h) of the
     landmarks' bounding box, ``box-mean-side`` = (w+h)/2, ``box-diagonal``),
-    or an explicit pair ``"i,j"`` of 0-based indices. With ``visible`` (F, N),
-    a box normaliser spans the labelled points only, and a face missing a
-    point a named normaliser needs raises :class:`UnlabelledNormaliser`.
+    or an explicit pair ``"i,j"`` of 0-based indices. ``scheme`` defaults to
+    the one scheme with N points. With ``visible`` (F, N), a box normaliser
+    spans the labelled points only, and a face missing a point a named
+    normaliser needs raises :class:`UnlabelledNormaliser`.
+
+    >>> gt = np.zeros((1, 68, 2)); gt[0, 36], gt[0, 45] = (10, 20), (50, 20)
+    >>> normaliser(gt, "inter-ocular")
+    array([40.])
     """
     gt = _points(gt)
+    if scheme is None and name not in BOX_NORMALISERS and "," not in name:
+        scheme = scheme_for_size(gt.shape[1])
     if visible is not None:
         visible = np.asarray(visible, bool)
         needed = normaliser_points(name, scheme, gt.shape[1])
@@ -117,16 +125,17 @@ def normaliser(gt: np.ndarray, name: str, scheme: str | None = None, visible: np
         except ValueError:
             raise ValueError(f"normaliser {name!r}: an explicit pair is two 0-based indices 'i,j'") from None
         return _pair_distance(gt, i, j)
-    if name in _PAIRS.get(scheme, {}):
-        return _pair_distance(gt, *_PAIRS[scheme][name])
-    if name in _CENTRES.get(scheme, {}):
-        a, b = _CENTRES[scheme][name]
+    pairs, centres = _PAIRS.get(scheme or "", {}), _CENTRES.get(scheme or "", {})
+    if name in pairs:
+        return _pair_distance(gt, *pairs[name])
+    if name in centres:
+        a, b = centres[name]
         return np.linalg.norm(gt[:, list(a)].mean(axis=1) - gt[:, list(b)].mean(axis=1), axis=-1)
     raise ValueError(f"normaliser {name!r} is not defined for scheme {scheme!r}; "
-                     f"known: {', '.join(normaliser_names(scheme))} or an explicit pair 'i,j'")
+                     f"known: {', '.join(normaliser_names(scheme or ''))} or an explicit pair 'i,j'")
 
 
-class UnlabelledNormaliser(ValueError):
+class UnlabelledNormaliser(FacebenchError, ValueError):
     """Faces whose ground truth lacks a labelled point their normaliser needs (a ground-truth error)."""
 
     def __init__(self, name: str, faces: np.ndarray):
@@ -147,8 +156,19 @@ def nme(pred: np.ndarray, gt: np.ndarray, norm: np.ndarray | str, scheme: str | 
         visible: np.ndarray | None = None) -> np.ndarray:
     """Per-face NME (F,): mean point error over the face's normaliser.
 
-    ``norm`` is an array (F,) or a normaliser name (see :func:`normaliser`).
-    ``visible`` (F, N) restricts the mean to annotated points.
+    Args:
+        pred, gt: (F, N, 2) or (N, 2) points in pixels (a trailing depth is ignored).
+        norm: a normaliser name (:func:`normaliser`; the scheme defaults to the
+            one with N points) or per-face distances (F,).
+        scheme: the landmark scheme, when N alone does not say it.
+        visible: (F, N) booleans; the mean covers the labelled points only.
+
+    Returns:
+        (F,) errors as fractions of the normaliser (multiply by 100 for %).
+
+    >>> gt = np.zeros((68, 2)); gt[45] = (40, 0)
+    >>> nme(gt + (3, 4), gt, norm="inter-ocular")  # 5 px off everywhere, eyes 40 px apart
+    array([0.125])
     """
     pred, gt = _points(pred), _points(gt)
     if pred.shape != gt.shape:

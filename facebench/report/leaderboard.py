@@ -1,0 +1,490 @@
+"""The leaderboard: measured rows and the papers' rows, per protocol, in four formats.
+
+A measured row is keyed on (model, protocol id, protocol content hash,
+dataset fingerprint): the newest complete run of each key is its row. So a
+3-face debug copy of a dataset never replaces the 2,500-face result (each
+copy is its own row, with its fingerprint and face count shown), and a card
+change still gives one row (the newest). A run whose protocol hash is not the
+current content of its protocol (built-in, or the file given) is not a
+current row: it is kept apart, ``kind = "stale"``, shown as "stale protocol".
+
+Reported rows (:mod:`facebench.report.reported`) sit in their own block,
+"Reported (not measured here)", with the data and point count they were
+measured on, their normaliser or test setting, and the difference to the best
+measured row of the protocol (and to a measured model of the same family) on
+the headline metric: context, not a ranking, since the data differ.
+Latency is per device: measured runs give the host CPU's forward time per
+item (batched, median and 10th-90th percentile); device-farm results add
+their phones; reported rows carry the paper's device.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facebench.protocol import Protocol, builtin_protocols
+from facebench.report.reported import OTHER_DATA, reported
+from facebench.results.store import Run, Store
+from facebench.scoring import METRICS
+
+FORMATS = ("md", "csv", "json", "html")
+CURRENT, STALE, UNCHECKED = "current", "stale protocol", "protocol file not given"
+REPORTED_BLOCK = "Reported (not measured here)"
+
+
+def row_key(run: Run) -> tuple[str, str, str, str]:
+    """What a leaderboard row stands for: model, protocol id, protocol hash, dataset fingerprint."""
+    return (run.model, run.protocol, run.protocol_hash, run.dataset_fingerprint)
+
+
+def latest_runs(runs: Iterable[Run]) -> list[Run]:
+    """The newest complete run of each :func:`row_key`."""
+    newest: dict[tuple[str, str, str, str], Run] = {}
+    for r in runs:
+        if r.status != "complete":
+            continue
+        k = row_key(r)
+        if k not in newest or (r.finished or 0) > (newest[k].finished or 0):
+            newest[k] = r
+    return sorted(newest.values(), key=lambda r: (r.protocol, r.model, r.dataset_fingerprint))
+
+
+def protocol_status(run: Run, protocols: dict[str, Protocol]) -> str:
+    """current, stale protocol (the protocol's content changed since), or unchecked (its file was not given)."""
+    protocol = protocols.get(run.protocol)
+    if protocol is None:
+        return UNCHECKED
+    return CURRENT if protocol.content_hash == run.protocol_hash else STALE
+
+
+class _Indexed:
+    """``row["model"]`` reads the field: for callers written when rows were dicts (the CLI)."""
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+
+@dataclass(frozen=True)
+class Latency(_Indexed):
+    """Time per item on one device: median and 10th-90th percentile over ``n`` measurements
+    (a paper's figure: the median only)."""
+
+    median_ms: float
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    n: int | None = None
+
+    @classmethod
+    def of(cls, ms) -> Latency:
+        """The percentiles of ``ms``, the one rule for host forward times and phone repeats."""
+        p10, median, p90 = np.percentile(np.asarray(ms, dtype=np.float64), [10, 50, 90])
+        return cls(float(median), float(p10), float(p90), int(np.size(ms)))
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+_REPORTED_ONLY = {"reported_only": True}
+
+
+@dataclass(frozen=True)
+class Row(_Indexed):
+    """One leaderboard row: measured here (``kind`` measured or stale) or reported in a paper.
+
+    ``to_dict`` is the JSON form (``facebench leaderboard --format json``);
+    the fields marked reported-only appear there for reported rows only."""
+
+    model: str
+    protocol: str
+    kind: str  # measured | stale | reported
+    status: str = ""  # measured rows: current | stale protocol | protocol file not given
+    metrics: dict = field(default_factory=dict)
+    macs: float | None = None
+    parameters: Any = None
+    latency: dict[str, Latency] = field(default_factory=dict)  # "DEVICE (processor)" -> time per item
+    items: int | None = None
+    failures: int | None = None
+    date: str = ""
+    versions: dict = field(default_factory=dict)
+    source: str = ""
+    dataset: str = ""  # a measured row's dataset fingerprint; a reported row's data in words
+    faces: int | None = None
+    framing: str = ""
+    points: int | None = None
+    protocol_hash: str = ""
+    run_key: str = ""
+    note: str = ""
+    variant: str = field(default="", metadata=_REPORTED_ONLY)
+    gflops: float | None = field(default=None, metadata=_REPORTED_ONLY)
+    source_location: str = field(default="", metadata=_REPORTED_ONLY)
+    normalisation: str = field(default="", metadata=_REPORTED_ONLY)
+    basis: str = field(default="", metadata=_REPORTED_ONLY)
+    group: str = field(default="", metadata=_REPORTED_ONLY)
+    image_read: bool = field(default=False, metadata=_REPORTED_ONLY)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):
+            if f.metadata.get("reported_only") and self.kind != "reported":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "latency":
+                value = {device: t.to_dict() for device, t in value.items()}
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+
+def host_latency(forward_s: np.ndarray, cpu: str | None) -> dict[str, Latency]:
+    f = np.asarray(forward_s, dtype=np.float64)
+    f = f[f > 0]
+    if not f.size:
+        return {}
+    return {f"host CPU ({cpu or 'unknown'})": Latency.of(f * 1e3)}
+
+
+def measured_row(run: Run, forward_s: np.ndarray | None = None, status: str = CURRENT) -> Row:
+    env = run.environment or {}
+    runtime = env.get("runtime", {})
+    metrics = run.metrics or {}
+    return Row(
+        model=run.model, protocol=run.protocol, kind="stale" if status == STALE else "measured",
+        status=status, metrics=metrics,
+        macs=sum(run.card.get("macs", {}).values()) or None,
+        parameters=run.card.get("options", {}).get("parameters"),
+        latency=host_latency(forward_s, env.get("cpu")) if forward_s is not None else {},
+        items=run.n_items, failures=run.n_failures,
+        date=time.strftime("%Y-%m-%d", time.gmtime(run.finished or run.started or 0)),
+        versions={"facebench": env.get("facebench"),
+                  "runtime": f"{runtime.get('runtime', run.runtime)} {runtime.get('version', '')}".strip()},
+        source="facebench", dataset=run.dataset_fingerprint, faces=metrics.get("faces", run.n_items),
+        # the lead's run metrics: how the face was framed and how many points compared (shown, never computed here)
+        framing=metrics.get("framing") or "", points=metrics.get("points"),
+        protocol_hash=run.protocol_hash, run_key=run.key,
+    )
+
+
+def reported_rows(protocol: str | None = None) -> list[Row]:
+    return [Row(model=r.model, variant=r.variant, protocol=r.protocol, kind="reported", metrics=dict(r.metrics),
+                macs=r.macs, gflops=r.gflops, parameters=r.params,
+                latency={device: Latency(ms) for device, ms in r.latency_ms.items()}, source=r.source,
+                source_location=r.source_location, dataset=r.dataset, points=r.points,
+                normalisation=r.normalisation, basis=r.basis, group=r.group, image_read=r.image_read, note=r.note)
+            for r in reported(protocol)]
+
+
+def device_latency(records: Iterable[dict]) -> dict[str, dict[str, Latency]]:
+    """model -> {"DEVICE (processor)": Latency} from the farm's successful measurements.
+
+    Per device and processor, the newest settings' repeats count: ``median_ms``
+    is the median of the repeats' medians, ``p10_ms``/``p90_ms`` their spread
+    across repeats and ``n`` the number of repeats.
+    """
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["finished"]):
+        if r["status"] == "ok" and r["median_ms"] is not None:
+            groups.setdefault((r["model"], r["device"], r["processor"]), []).append(r)
+    out: dict[str, dict[str, Latency]] = {}
+    for (model, device, processor), group in sorted(groups.items()):
+        newest = [r["median_ms"] for r in group if r["settings"] == group[-1]["settings"]]
+        out.setdefault(model, {})[f"{device} ({processor})"] = Latency.of(newest)
+    return out
+
+
+def leaderboard_rows(store: Store, protocol: str | None = None, include_reported: bool = True,
+                     protocols: dict[str, Protocol] | None = None, include_stale: bool = True) -> list[Row]:
+    """Measured rows (current first, then stale ones unless left out), then reported rows.
+
+    ``protocols``: the protocols whose current content decides what is stale
+    (default: the built-in ones; add a user's protocol file to check its runs).
+    """
+    protocols = protocols if protocols is not None else builtin_protocols()
+    runs = [r for r in latest_runs(store.runs()) if protocol is None or r.protocol == protocol]
+    phones = device_latency(store.device_results(status="ok"))
+    rows = []
+    for r in runs:
+        status = protocol_status(r, protocols)
+        if status == STALE and not include_stale:
+            continue
+        row = measured_row(r, store.forward_times(r.key), status)
+        if status != STALE:
+            row.latency.update(phones.get(row.model, {}))
+        rows.append(row)
+    return rows + (reported_rows(protocol) if include_reported else [])
+
+
+def latency_only_rows(store: Store, rows: list[Row]) -> list[Row]:
+    """Rows for models timed on the farm but not evaluated for accuracy (for the latency figure)."""
+    evaluated = {r.model for r in rows}
+    return [Row(model=model, protocol="", kind="measured", latency=latency)
+            for model, latency in device_latency(store.device_results(status="ok")).items() if model not in evaluated]
+
+
+def _columns(pid: str, group: list[Row], protocols: dict[str, Protocol]) -> list[str]:
+    """The protocol's columns, then any other metric a row of ``group`` has (reported subsets, e.g. pose_fr)."""
+    protocol = protocols.get(pid)
+    base = list(protocol.columns) if protocol and protocol.columns else []
+    extra = sorted({k for r in group for k, v in r.metrics.items()
+                    if k not in base and not k.startswith("_") and not isinstance(v, (dict, list, str))})
+    if protocol and protocol.columns and any(r.kind != "reported" for r in group):
+        return base  # measured rows: the protocol's own columns
+    return base + extra
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return "nan" if np.isnan(value) else f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def _latency_text(latency: dict[str, Latency]) -> str:
+    parts = []
+    for device, t in latency.items():
+        spread = f" ({t.p10_ms:.2f}-{t.p90_ms:.2f})" if t.p10_ms is not None else ""
+        parts.append(f"{device}: {t.median_ms:.2f} ms{spread}")
+    return "; ".join(parts)
+
+
+def headline(protocol: Protocol | None) -> tuple[str, bool] | None:
+    """The metric a protocol is ranked on and whether lower is better, from its metric's record
+    (None: no such protocol or metric)."""
+    if protocol is None:
+        return None
+    spec = METRICS.get(protocol.metric)
+    if spec is None:
+        return None
+    return spec.headline_for(protocol.options)[0], not spec.higher_is_better
+
+
+def family(name: str) -> str:
+    """A model's family for matching papers' rows with measured ones: 'BlazeFace (paper)' -> 'blazeface'."""
+    return re.sub(r"[^a-z0-9]", "", name.split("(")[0].lower())
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+        return float(value)
+    return None
+
+
+def versus_measured(row: Row, measured: list[Row], protocol: Protocol | None) -> str:
+    """The reported row's headline metric minus the best measured row's, and minus the same family's."""
+    rule = headline(protocol)
+    if rule is None:
+        return ""
+    key, lower = rule
+    mine = _number(row.metrics.get(key))
+    if protocol is not None and protocol.faces:  # a partial copy (a debug subset) is no basis for a difference
+        partial = sorted({r.faces for r in measured if r.faces != protocol.faces and r.faces is not None})
+        measured = [r for r in measured if r.faces == protocol.faces]
+        if mine is not None and not measured and partial:
+            return (f"no full-set measured row ({protocol.faces} faces); measured rows have "
+                    f"{', '.join(str(n) for n in partial)}")
+    scored: list[tuple[Row, float]] = []
+    for r in measured:
+        value = _number(r.metrics.get(key))
+        if value is not None:
+            scored.append((r, value))
+    if mine is None or not scored:
+        return ""
+    best = (min if lower else max)(scored, key=lambda rv: rv[1])
+    parts = [f"{key} {mine - best[1]:+.4f} vs best measured ({best[0].model})"]
+    fam = family(row.model)
+    same = [(r, v) for r, v in scored if fam and (family(r.model).startswith(fam) or fam.startswith(family(r.model)))]
+    if same:
+        near = (min if lower else max)(same, key=lambda rv: rv[1])
+        if near[0] is not best[0]:
+            parts.append(f"{mine - near[1]:+.4f} vs same family ({near[0].model})")
+        else:
+            parts[0] += " (same family)"
+    return "; ".join(parts)
+
+
+def _dataset_text(r: Row) -> str:
+    fingerprint = (r.dataset or "")[:12]
+    faces = r.faces
+    return f"{fingerprint} ({faces} faces)" if faces is not None else fingerprint
+
+
+def measured_table(pid: str, group: list[Row], protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a protocol's measured (or stale) rows, in the order given."""
+    columns = _columns(pid, group, protocols)
+    points = [] if "points" in columns else ["points"]
+    header = ["model", "kind", *columns, "framing", *points, "dataset (faces)", "MACs (M)", "params", "latency",
+              "failures", "date", "versions", "source"]
+    body = []
+    for r in group:
+        versions = " ".join(f"{k} {v}" for k, v in r.versions.items() if v)
+        failures = f"{r.failures}/{r.items}" if r.items is not None else ""
+        kind = STALE if r.kind == "stale" else r.kind
+        source = "facebench" + (f" (protocol {r.protocol_hash}: {r.status})" if r.status != CURRENT else "")
+        body.append([r.model, kind, *[_fmt(r.metrics.get(c)) for c in columns], r.framing or "",
+                     *[_fmt(r.points) for _ in points], _dataset_text(r),
+                     f"{r.macs / 1e6:.1f}" if r.macs else "", _fmt(r.parameters),
+                     _latency_text(r.latency), failures, r.date, versions, source])
+    return header, body
+
+
+def reported_table(pid: str, group: list[Row], measured: list[Row],
+                   protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of a protocol's reported rows, with their data, setting and the delta to measured rows."""
+    columns = _columns(pid, group, protocols)
+    header = ["model", "kind", *columns, "vs measured here", "variant", "normalisation / test setting", "basis",
+              "measured on", "points", "MACs (M)", "GFLOPs", "params (M)", "latency", "read from image", "source"]
+    protocol = protocols.get(pid)
+    body = []
+    for r in group:
+        source = r.source + (f" <{r.source_location}>" if r.source_location else "")
+        if r.note:
+            source += f" ({r.note})"
+        params = r.parameters
+        body.append([r.model, r.kind, *[_fmt(r.metrics.get(c)) for c in columns],
+                     versus_measured(r, measured, protocol), r.variant or "", r.normalisation or "",
+                     r.basis or "", r.dataset, _fmt(r.points),
+                     f"{r.macs / 1e6:.1f}" if r.macs else "", f"{r.gflops:g}" if r.gflops else "",
+                     f"{params / 1e6:.2f}" if isinstance(params, (int, float)) else "",
+                     _latency_text(r.latency), "yes" if r.image_read else "", source])
+    return header, body
+
+
+def table(pid: str, group: list[Row], protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the measured rows of ``group`` (reported rows: :func:`blocks`)."""
+    return measured_table(pid, [r for r in group if r.kind != "reported"], protocols)
+
+
+def _title(pid: str, protocols: dict[str, Protocol]) -> str:
+    protocol = protocols.get(pid)
+    if protocol:
+        return f"{pid}: {protocol.title}"
+    if pid in OTHER_DATA:
+        return f"{pid}: measured on {OTHER_DATA[pid]}"
+    return pid
+
+
+def blocks(pid: str, group: list[Row], protocols: dict[str, Protocol]) -> list[tuple[str, str, str, list, list]]:
+    """A protocol's tables: (block, title, caption, header, body) for measured, stale and each reported group."""
+    measured = [r for r in group if r.kind == "measured"]
+    stale = [r for r in group if r.kind == "stale"]
+    out = []
+    if measured:
+        out.append(("measured", "Measured here", "", *measured_table(pid, measured, protocols)))
+    if stale:
+        caption = ("Stored runs of an earlier content of this protocol (their protocol hash is not the current "
+                   "one): kept for reference, not comparable with the rows above.")
+        out.append(("stale", "Stale protocol (not current)", caption, *measured_table(pid, stale, protocols)))
+    rep = [r for r in group if r.kind == "reported"]
+    groups: dict[str, list[Row]] = {}
+    for r in rep:
+        groups.setdefault(r.group or "", []).append(r)
+    for name, rows in sorted(groups.items()):
+        title = REPORTED_BLOCK + (f": {name}" if name.startswith("test setting") else
+                                  f": test setting {name}" if name else "")
+        caption = ("Figures published by their authors or third parties on their own copy of the data, crops and "
+                   "settings, never run here: 'measured on', 'points' and 'normalisation / test setting' say what they "
+                   "are; 'basis' says how the normaliser or setting is known (stated, inferred from the source's own "
+                   "figures, the benchmark's single convention, or not stated). 'vs measured here' is the difference "
+                   "on the headline metric to the best measured row of this protocol (and to a measured model of the "
+                   "same family): context, not a ranking. Disagreeing sources are separate rows.")
+        if name:
+            caption += (" This protocol does not fix a test setting (facebench runs each detector at its own input); "
+                        "rows of different settings are not comparable with each other.")
+        if pid in OTHER_DATA:
+            caption += f" Measured on {OTHER_DATA[pid]}: no facebench protocol runs on that data."
+        out.append(("reported", title, caption, *reported_table(pid, rows, measured, protocols)))
+    return out
+
+
+def _grouped(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """Rows by protocol; in each, measured rows first, then stale, then reported, by model. Runs of a protocol
+    whose file was not given are grouped by content hash: two versions of a user's protocol never share a table."""
+    order = {"measured": 0, "stale": 1, "reported": 2}
+    out: dict[str, list[Row]] = {}
+    for r in sorted(rows, key=lambda r: (order.get(r.kind, 3), r.model, r.dataset or "")):
+        section = f"{r.protocol} [protocol {r.protocol_hash}]" if r.status == UNCHECKED else r.protocol
+        out.setdefault(section, []).append(r)
+    return dict(sorted(out.items()))
+
+
+def render(rows: list[Row], fmt: str, protocols: dict[str, Protocol] | None = None) -> str:
+    protocols = protocols if protocols is not None else builtin_protocols()
+    if fmt == "json":
+        return json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2, sort_keys=True)
+    if fmt == "csv":
+        return _render_csv(rows)
+    if fmt == "html":
+        return render_html_tables(rows, protocols)
+    if fmt != "md":
+        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    lines = ["# facebench leaderboard", ""]
+    if not rows:
+        lines.append("No results yet: run `facebench run`.")
+    for pid, group in _grouped(rows).items():
+        lines += [f"## {_title(pid, protocols)}", ""]
+        for _, title, caption, header, body in blocks(pid, group, protocols):
+            lines += [f"### {title}", ""] + ([caption, ""] if caption else [])
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _render_csv(rows: list[Row]) -> str:
+    fixed = {"failures", "faces", "framing", "points"}  # row columns of their own: never a second column of a name
+    metric_names = sorted({k for r in rows for k, v in r.metrics.items()
+                           if not k.startswith("_") and not isinstance(v, (dict, list)) and k not in fixed})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["protocol", "model", "kind", *metric_names, "status", "variant", "macs", "gflops", "parameters",
+                     "latency", "items", "failures", "faces", "framing", "points", "date", "facebench", "runtime",
+                     "source", "source_location", "dataset", "protocol_hash", "normalisation", "basis", "group",
+                     "image_read", "note"])
+    for r in rows:
+        writer.writerow([r.protocol, r.model, r.kind, *[_fmt(r.metrics.get(m)) for m in metric_names],
+                         r.status, r.variant, r.macs or "", _fmt(r.gflops),
+                         r.parameters or "", _latency_text(r.latency), _fmt(r.items), _fmt(r.failures),
+                         _fmt(r.faces), r.framing, _fmt(r.points), r.date,
+                         r.versions.get("facebench") or "", r.versions.get("runtime") or "", r.source,
+                         r.source_location, r.dataset, r.protocol_hash,
+                         r.normalisation, r.basis, r.group,
+                         _fmt(r.image_read), r.note])
+    return out.getvalue()
+
+
+def render_html_tables(rows: list[Row], protocols: dict[str, Protocol]) -> str:
+    """HTML tables, per protocol one per block; reported rows carry class ``reported``, stale ones ``stale``."""
+    parts = []
+    for pid, group in _grouped(rows).items():
+        for block, title, caption, header, body in blocks(pid, group, protocols):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            trs = "".join(f'<tr class="{block}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                          for cells in body)
+            cap = html.escape(title) + (f'<br><small>{html.escape(caption)}</small>' if caption else "")
+            parts.append(f'<table class="leaderboard" data-protocol="{html.escape(pid)}" data-block="{block}">'
+                         f"<caption>{cap}</caption><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+    return "\n".join(parts)
+
+
+def write_leaderboard_files(rows: list[Row], out: Path, protocols: dict[str, Protocol] | None = None) -> list[Path]:
+    """``leaderboard.md``, ``leaderboard.csv`` and ``results.json`` in ``out``, each written atomically."""
+    from facebench.paths import write_atomic
+
+    return [write_atomic(Path(out) / name, render(rows, fmt, protocols))
+            for name, fmt in (("leaderboard.md", "md"), ("leaderboard.csv", "csv"), ("results.json", "json"))]

@@ -1,0 +1,113 @@
+"""A leaderboard is a matrix of cells (model, protocol); this runs them, in parallel if asked.
+
+Each cell runs in its own worker process with its own connection to the
+results store: items are committed batch by batch and the run is completed
+in one transaction, so cells never see each other's partial writes, two
+runs writing to one store do not corrupt it (SQLite serialises writers) and
+a killed run loses only its unfinished cells, which the next run resumes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from facebench.protocol import Protocol
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    protocol: Protocol
+    root: Path | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every cell is run (the ``facebench run`` options)."""
+
+    force: bool = False
+    runtime: str | None = None
+    threads: int = 1
+    batch_size: int = 8
+    workers: int = 2
+    progress: bool = True
+    skip_bad: bool = False
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    messages: list[str] = field(default_factory=list)
+    error: bool = False
+    skipped: bool = False
+
+
+def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
+    """Evaluate one cell; never raises for a model's failure (the message says what happened)."""
+    from facebench import registry
+    from facebench.results.evaluate import UntrainedModelError, evaluate
+    from facebench.results.store import Store
+
+    result = CellResult(cell)
+    say = result.messages.append
+    protocol = cell.protocol
+    name = cell.model
+    try:
+        adapter_cls = registry.resolve(cell.model)
+        name = adapter_cls.card.name
+        with Store(store_path) as db:
+            done = evaluate(adapter_cls, protocol, db, root=cell.root, force=settings.force, runtime=settings.runtime,
+                            threads=settings.threads, batch_size=settings.batch_size, workers=settings.workers,
+                            progress=settings.progress, skip_bad=settings.skip_bad)
+    except (UntrainedModelError, ImportError) as exc:  # random weights, or an optional extra not installed
+        result.skipped = True
+        say(f"skip {name} on {protocol.id}: {exc}")
+        return result
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
+        result.error = True
+        say(f"error: {name} on {protocol.id}: {type(exc).__name__}: {exc}")
+        return result
+    metrics = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in (done.run.metrics or {}).items())
+    note = " (stored result reused; --force recomputes)" if done.reused else ""
+    result.messages.insert(0, f"{name} on {protocol.id}: {metrics}{note}")
+    for key, message in done.failures:
+        say(f"  failed {key}: {message}")
+    for message in done.skipped:
+        say(f"  skipped bad annotation: {message}")
+    if done.skipped:
+        say(f"  {len(done.skipped)} bad annotation entries skipped")
+    return result
+
+
+def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs: int = 1,
+              report: Callable[[CellResult], None] = lambda r: None) -> list[CellResult]:
+    """Run every cell, ``jobs`` at a time in worker processes (1: in this process, in order)."""
+    cells = list(cells)
+    if jobs <= 1 or len(cells) <= 1:
+        results = []
+        for cell in cells:
+            results.append(run_cell(cell, store_path, settings))
+            report(results[-1])
+        return results
+    quiet = replace(settings, progress=False)  # one bar per process would interleave
+    results = []
+    # spawn, not fork: the parent may hold runtime thread pools (TFLite, onnxruntime) that a fork would copy half-held
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_cell, cell, store_path, quiet): cell for cell in cells}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
+                cell = futures[future]
+                result = CellResult(cell, [f"error: {cell.model} on {cell.protocol.id}: worker died: {exc}"],
+                                    error=True)
+            results.append(result)
+            report(result)
+    return results

@@ -1,0 +1,173 @@
+"""Evaluate one model on one protocol, through the results store.
+
+A complete stored run with the same key (card, runtime, protocol hash,
+dataset fingerprint) is reused unless ``force``; an interrupted one is
+resumed: only its missing items are run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from facebench.adapter import Adapter
+from facebench.datasets import fingerprint, load_dataset
+from facebench.errors import FacebenchError
+from facebench.protocol import Protocol
+from facebench.results.environment import environment
+from facebench.results.store import Run, Store, run_key
+from facebench.run.face_boxes import FramingUnavailable, face_box_items, framing
+from facebench.run.harness import ItemResult, items_for, run_adapter
+from facebench.schemes import scheme_size, shared_points
+from facebench.scoring import check_ground_truth, score
+from facebench.types import ModelCard, Sample
+
+
+class UntrainedModelError(FacebenchError, ValueError):
+    """A model whose card says its weights are random was asked for accuracy."""
+
+
+class IncompatibleError(FacebenchError, ValueError):
+    """A model that a protocol cannot score (task, landmark scheme or framing), refused before running."""
+
+
+@dataclass
+class Evaluation:
+    run: Run
+    reused: bool
+    failures: list[tuple[str, str]]
+    skipped: list[str] = field(default_factory=list)  # bad annotation entries left out (skip_bad)
+
+
+def default_runtime(adapter_cls: type[Adapter]) -> str:
+    formats = adapter_cls.card.artifacts
+    return "tflite" if "tflite" in formats else "onnxruntime"
+
+
+def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, root=None,
+             samples: Sequence[Sample] | None = None, force: bool = False, runtime: str | None = None,
+             threads: int = 1, batch_size: int = 8, workers: int = 2, progress: bool = True,
+             skip_bad: bool = False) -> Evaluation:
+    """Evaluate one model on one protocol through ``store``; returns the stored run and its failures.
+
+    Order: refuse what cannot be scored (task, scheme mapping, framing, ground
+    truth) before anything runs; load the samples (``root`` for a dataset that
+    is not embedded, or ``samples`` given); reuse a complete run of the same key
+    unless ``force``; otherwise run the items not stored yet (``batch_size``
+    per forward, ``workers`` threads for pre/post-processing, ``threads`` for
+    the runtime), storing each batch as it ends; then score every item (a
+    failed one as an empty answer) and complete the run in one transaction.
+    ``skip_bad`` skips bad annotation entries (listed in ``Evaluation.skipped``).
+    """
+    card = adapter_cls.card
+    if card.options.get("untrained"):
+        raise UntrainedModelError(f"{card.name} has untrained (random) weights: it is for cost and latency only, "
+                                  "and no accuracy is reported for it; give it a trained checkpoint")
+    framing = check_compatible(card, protocol)
+    skipped: list[str] = []
+    if samples is None:
+        samples = protocol_samples(protocol, root, skipped if skip_bad else None)
+    samples = list(samples)
+    check_ground_truth_scheme(protocol, samples)
+    check_ground_truth(protocol, samples)
+    fp = fingerprint(samples)
+    runtime = runtime or default_runtime(adapter_cls)
+    # the framing's words carry its calibrated transform: a new calibration is a new run
+    key = run_key({**card.to_dict(), "framing": framing}, runtime, protocol.content_hash, fp)
+
+    existing = store.get_run(key)
+    if existing and existing.status == "complete" and not force:
+        return Evaluation(existing, True, store.failures(key), skipped)
+    if existing and force:
+        store.delete_run(key)
+
+    adapter = adapter_cls()
+    runtime_info = adapter.load(runtime=runtime, threads=threads) or {}
+    store.start_run(key, card.name, protocol.id, protocol.content_hash, fp, runtime, card.to_dict(),
+                    environment(runtime_info))
+    items = items_for(card.task, samples)
+    done = store.item_keys(key)
+    todo = [item for item in items if item.key not in done]
+    if card.task == "landmarks" and todo:
+        todo, unboxed = face_box_items(protocol.face_box, todo, card, threads=threads)
+        store.add_items(key, unboxed)
+
+    bar = _progress_bar(len(items), len(done), f"{card.name} on {protocol.id}", progress)
+    try:
+        run_adapter(adapter, todo, batch_size=batch_size, workers=workers,
+                    on_batch=lambda results: store.add_items(key, results), progress=bar.update)
+    finally:
+        bar.close()
+
+    results = {r.key: r for r in store.items(key)}
+    # an item without a stored outcome is a failure, never silently absent
+    lost = [ItemResult(item.key, None, "no outcome was stored for this item") for item in items
+            if item.key not in results]
+    if lost:
+        store.add_items(key, lost)
+        results.update({r.key: r for r in lost})
+    predictions = {k: r.prediction for k, r in results.items()}
+    failures = [(r.key, r.error) for r in results.values() if r.error]
+    scored = score(protocol, samples, predictions, card)
+    metrics = {**scored.metrics, "failures": len(failures)}
+    if framing:
+        metrics["framing"] = framing
+    store.complete_run(key, metrics, scored.per_item, len(items), len(failures), scored.curves)
+    run = store.get_run(key)
+    if run is None:
+        raise RuntimeError(f"{card.name} on {protocol.id}: run {key!r} was completed but is not in the store")
+    return Evaluation(run, False, failures, skipped)
+
+
+def check_compatible(card: ModelCard, protocol: Protocol) -> str:
+    """Refuse, before anything runs, a model the protocol cannot score; return its framing in words
+    (empty for detectors).
+
+    A landmark model must share points with the protocol's scheme (all of them
+    where the protocol compares ``all``), and its box convention must be one
+    the protocol's framing can give it."""
+    if protocol.task not in ("any", card.task):
+        raise IncompatibleError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
+    if card.task != "landmarks":
+        return ""
+    if protocol.scheme and protocol.metric in ("nme", "regions", "early_exit"):
+        try:
+            shared = shared_points(card.scheme, protocol.scheme)
+        except ValueError:
+            raise IncompatibleError(f"{card.name} predicts {card.scheme} points and {protocol.id} scores "
+                                    f"{protocol.scheme}: no mapping between them") from None
+        if protocol.points == "all" and len(shared) != scheme_size(protocol.scheme):
+            raise IncompatibleError(f"{protocol.id} compares all {scheme_size(protocol.scheme)} points of "
+                                    f"{protocol.scheme}; {card.name}'s {card.scheme} gives {len(shared)}")
+    try:
+        return framing(protocol.face_box, card, protocol.scheme)
+    except FramingUnavailable as exc:
+        raise IncompatibleError(f"{protocol.id}: {exc}") from None
+
+
+def check_ground_truth_scheme(protocol: Protocol, samples: Sequence[Sample]) -> None:
+    """Refuse, before running, a dataset whose landmarks are not of the protocol's scheme."""
+    if not protocol.scheme:
+        return
+    found = {f.landmarks.scheme for s in samples for f in s.faces if f.landmarks is not None}
+    if found and found != {protocol.scheme}:
+        raise IncompatibleError(f"{protocol.source}: the protocol scores {protocol.scheme} ground truth; the dataset's "
+                                f"is {', '.join(sorted(found))}")
+
+
+def protocol_samples(protocol: Protocol, root=None, skipped: list[str] | None = None) -> list[Sample]:
+    """The samples a protocol is scored on: its dataset split, transformed as it says."""
+    samples = load_dataset(protocol.dataset, root, protocol.split, skipped)
+    if protocol.transform == "shifted":
+        from facebench.datasets.transforms import shifted_copies
+
+        samples = shifted_copies(samples)
+    return samples
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="item", disable=not enabled or None,
+                file=sys.stderr, leave=False)
