@@ -77,7 +77,9 @@ def evaluate(model: str | type[Adapter], protocol: str | Protocol, *, root: str 
 
     ``root`` is the dataset's folder when it is not embedded; ``samples`` replaces
     the protocol's dataset (a subset, say: it gets its own fingerprint and row).
-    ``options``: ``runtime``, ``threads``, ``batch_size``, ``workers``, ``skip_bad``.
+    ``options``: ``runtime``, ``threads``, ``batch_size``, ``workers``, ``skip_bad``, ``keep_failures``.
+    This runs in the calling process (a model that exits or crashes takes it along); ``facebench run``
+    isolates each cell in a supervised child process.
     """
     from facebench.results.evaluate import evaluate as evaluate_cell
     from facebench.results.store import Store

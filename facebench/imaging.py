@@ -19,15 +19,44 @@ class ImageError(FacebenchError, ValueError):
     """An image file cannot be read; the message names the file."""
 
 
+# The most pixels an image may have (width x height): 100 Mpx decode to 300 MB of RGB. A larger one,
+# usually a decompression bomb (a small file that decodes to gigabytes), is an ImageError naming it.
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def _open_checked(path: str | Path):
+    """PIL's image for ``path`` (header read, pixels not yet decoded), refused beyond ``MAX_IMAGE_PIXELS``."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        # PIL warns from MAX_IMAGE_PIXELS and raises from twice that; facebench decides itself, below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"cannot read image {path}: {exc}") from None
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        im.close()
+        raise ImageError(f"cannot read image {path}: {width}x{height} is {width * height / 1e6:.0f} Mpx, more than "
+                         f"the {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx facebench decodes (facebench.imaging.MAX_IMAGE_PIXELS; "
+                         "a decompression bomb?)")
+    return im
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), whatever its mode."""
+    """Read an image file as RGB uint8 (H, W, 3), whatever its mode; refused beyond ``MAX_IMAGE_PIXELS``."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with _open_checked(path) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, MemoryError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        raise ImageError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def image_size(sample) -> tuple[int, int]:
@@ -42,7 +71,7 @@ def image_size(sample) -> tuple[int, int]:
         try:
             with Image.open(path) as im:
                 return im.size
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageError(f"cannot read image {path}: {exc}") from exc
     height, width = sample.image().shape[:2]
     return width, height
@@ -57,8 +86,30 @@ class ImageFile:
     def __call__(self) -> np.ndarray:
         return read_image(self.path)
 
+    def identity(self) -> str:
+        """The file's size and modification time (ns): new bytes give a new identity, so a dataset's
+        fingerprint changes when an image is replaced. The path is left out: two copies of a dataset
+        differ by it, and ``Sample.image_key`` already names the image within its dataset."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return "missing"
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
     def __repr__(self) -> str:
         return f"ImageFile({str(self.path)!r})"
+
+
+def image_identity(image) -> str:
+    """What identifies an image's bytes on disk: :meth:`ImageFile.identity`, for an image rendered from
+    sources (``layers`` of ``(source, ...)``) its sources' identities, and '' for one held in memory."""
+    identity = getattr(image, "identity", None)
+    if callable(identity):
+        return str(identity())
+    layers = getattr(image, "layers", None)
+    if layers:
+        return "+".join(image_identity(layer[0]) for layer in layers)
+    return ""
 
 
 def letterbox_matrix(width: int, height: int, out_size: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,6 +25,7 @@ from typing import Any
 
 from facebench.errors import FacebenchError
 from facebench.metric_specs import SPECS
+from facebench.paths import UnsafeNameError, check_name
 from facebench.schemes import SCHEMES
 
 REQUIRED = ("id", "title", "dataset", "task", "metric")
@@ -57,6 +59,40 @@ FACE_BOX_FIELDS: dict[str, type | tuple[type, ...]] = {
 METRIC_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     name: spec.option_types for name, spec in SPECS.items()
 }
+
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# a list option's (or field's) elements: option name -> (check, the check in words)
+LIST_ELEMENTS: dict[str, tuple[Any, str]] = {
+    "columns": (_is_str, "a list of strings (metric names)"),
+    "settings": (_is_str, "a list of strings (setting names)"),
+    "subset_flags": (_is_str, "a list of strings (attribute names)"),
+    "regions": (_is_str, "a list of strings (region names)"),
+    "false_positives": (_is_positive_int, "a list of positive integers"),
+    "operating_points": (_is_number, "a list of finite numbers"),
+}
+
+
+def _check_list(name: str, value: list, source: str, where: str = "") -> None:
+    check, must = LIST_ELEMENTS.get(name, (None, ""))
+    if check is None:
+        return
+    for k, element in enumerate(value):
+        if not check(element):
+            raise ProtocolError(f"{source}: {where}{name} must be {must}; element {k} is "
+                                f"{type(element).__name__} {element!r}")
 
 
 class ProtocolError(FacebenchError, ValueError):
@@ -118,6 +154,11 @@ def validate(data: dict, source: str) -> None:
     if missing:
         raise ProtocolError(f"{source}: missing {', '.join(missing)}")
     _check_fields(data, FIELDS, "", source)
+    try:  # the id names the figures and files written under --out
+        check_name(data["id"], "protocol id")
+    except UnsafeNameError as exc:
+        raise ProtocolError(f"{source}: {exc}") from None
+    _check_list("columns", data.get("columns", []), source)
     if data["task"] not in TASKS:
         raise ProtocolError(f"{source}: task must be one of {', '.join(TASKS)}, not {data['task']!r}")
     metric = data["metric"]
@@ -128,6 +169,8 @@ def validate(data: dict, source: str) -> None:
         option = SPECS[metric].options[name]
         if option.valid is not None and not option.valid(value):  # NaN fails every range
             raise ProtocolError(f"{source}: options.{name} must {option.must}, not {value!r}")
+        if isinstance(value, list):
+            _check_list(name, value, source, "options.")
     face_box = data.get("face_box", {})
     _check_fields(face_box, FACE_BOX_FIELDS, "face_box.", source)
     if face_box.get("source", "ground-truth") not in ("ground-truth", "detector"):

@@ -11,6 +11,7 @@ from facebench.baselines.blazeface import BlazeFaceShortRange
 from facebench.protocol import get_protocol
 from facebench.results.evaluate import evaluate
 from facebench.results.store import Store
+from facebench.run import activity
 from facebench.run.harness import items_for, run_adapter
 from facebench.types import Box, Detection, Prediction
 
@@ -139,3 +140,35 @@ def test_interrupted_run_resumes_and_complete_runs_are_reused(mini_samples, prot
         forced = evaluate(Counting, protocol, store, samples=mini_samples, force=True, progress=False)
     assert not forced.reused and len(Counting.calls) == 4
     assert forced.run.metrics == result.run.metrics
+
+
+class Watched(BlazeFaceShortRange):
+    """Records what the activity record says while each phase runs."""
+
+    seen: list = []
+
+    def preprocess(self, sample, face_box=None):
+        Watched.seen.append(("preprocess", activity.snapshot()[1]))
+        return super().preprocess(sample, face_box)
+
+    def forward(self, inputs):
+        Watched.seen.append(("forward", activity.snapshot()[1]))
+        return super().forward(inputs)
+
+    def postprocess(self, outputs, context):
+        Watched.seen.append(("postprocess", activity.snapshot()[1]))
+        return super().postprocess(outputs, context)
+
+
+def test_the_harness_marks_each_items_phase_for_a_supervisor(mini_samples):
+    """The item-timeout supervisor names a stuck item from this record; it must say what is running, then clear."""
+    model = Watched()
+    model.load()
+    Watched.seen.clear()
+    run_adapter(model, items_for("detector", mini_samples[:2]), batch_size=2, workers=1)
+    for phase, entries in Watched.seen:
+        marked = {p for p, _ in entries}
+        assert phase in marked, (phase, entries)
+    forwards = [entries for phase, entries in Watched.seen if phase == "forward"]
+    assert forwards and {k for p, k in forwards[0] if p == "forward"} == {"takeo", "einstein"}
+    assert activity.snapshot()[1] == ()  # nothing left marked once the run ends

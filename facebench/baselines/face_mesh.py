@@ -41,7 +41,7 @@ import numpy as np
 from facebench.adapter import Adapter, object_input
 from facebench.assets import asset_path
 from facebench.imaging import apply_affine, warp_affine
-from facebench.runtimes import open_session
+from facebench.runtimes import OnnxSession, TFLiteSession, open_session
 from facebench.schemes import MEDIAPIPE_LEFT_EYE as LEFT_EYE
 from facebench.schemes import MEDIAPIPE_LIPS as LIPS
 from facebench.schemes import MEDIAPIPE_RIGHT_EYE as RIGHT_EYE
@@ -166,15 +166,21 @@ class FaceMesh(Adapter):
     custom_ops = False
 
     def __init__(self):
-        self.session = None
+        self.session: TFLiteSession | OnnxSession | None = None
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
-        self.session = open_session(asset_path(self.card.artifacts["tflite"]), runtime or "tflite", threads,
-                                    custom_ops=self.custom_ops)
-        self._input = self.session.inputs[0].name
-        self._outputs = {o.name: o.shape for o in self.session.outputs}
+        session = open_session(asset_path(self.card.artifacts["tflite"]), runtime or "tflite", threads,
+                               custom_ops=self.custom_ops)
+        self.session = session
+        self._input = session.inputs[0].name
+        self._outputs = {o.name: o.shape for o in session.outputs}
         self._mesh = next(n for n, s in self._outputs.items() if s[-1] == 1404)
-        return {"runtime": self.session.runtime, "version": self.session.version}
+        return {"runtime": session.runtime, "version": session.version}
+
+    def _session(self) -> TFLiteSession | OnnxSession:
+        if self.session is None:
+            raise RuntimeError(f"{self.card.name}: load() first")
+        return self.session
 
     def _region(self, sample: Sample, face_box):
         image = sample.image()
@@ -199,7 +205,7 @@ class FaceMesh(Adapter):
         return inputs, CropContext(rect, warning)
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.session.run(inputs)
+        return self._session().run(inputs)
 
     def mesh_points(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """(468, 3) in 192-pixel crop units."""
@@ -294,7 +300,7 @@ class MeshIrisCascade(FaceMesh):
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Mesh, eye crops from the full image (carried as an object array), iris on both eyes."""
         t0 = time.perf_counter()
-        mesh_out = self.session.run({self._input: inputs[self._input]})
+        mesh_out = self._session().run({self._input: inputs[self._input]})
         t1 = time.perf_counter()
         crops, rects = [], []
         for i, image in enumerate(inputs["image"]):
@@ -384,7 +390,7 @@ class MeshRefinement(FaceMesh):
         meshes = np.zeros((n, passes, 468, 3))
         used = np.zeros((n, passes, 4))
         for k in range(passes):
-            out = self.session.run({self._input: crops})
+            out = self._session().run({self._input: crops})
             for i in range(n):
                 meshes[i, k] = rects[i].to_image(self.mesh_points({name: v[i] for name, v in out.items()}), MESH_SIZE)
                 used[i, k] = [rects[i].cx, rects[i].cy, rects[i].side, rects[i].rotation]

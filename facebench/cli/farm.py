@@ -104,15 +104,20 @@ def _bench_line(m) -> str:
 @click.option("--devices", "device_names", multiple=True, required=True,
               help="Device names (repeatable or comma-separated), or 'all'.")
 @click.option("--gpu/--cpu", default=True, show_default=True, help="Run on the GPU delegate, or on the CPU.")
-@click.option("--threads", type=int, default=None, help="CPU threads (--num_threads); the tool's default if unset.")
-@click.option("--runs", type=int, default=50, show_default=True, help="Measured runs per repeat (--num_runs).")
-@click.option("--warmup", type=int, default=1, show_default=True, help="Warmup runs (--warmup_runs).")
-@click.option("--cooldown", type=float, default=5.0, show_default=True, help="Seconds between runs on a device.")
-@click.option("--repeat", type=int, default=3, show_default=True, help="Repeats per model and device (the spread).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (--num_threads); the tool's default if unset.")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Measured runs per repeat (--num_runs).")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Warmup runs (--warmup_runs).")
+@click.option("--cooldown", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds between runs on a device.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Repeats per model and device (the spread).")
 @click.option("--fp16/--fp32", default=True, show_default=True, help="Allow fp16 on the GPU.")
 @click.option("--profile", is_flag=True, help="Per-op profiling (--enable_op_profiling).")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds one benchmark run may take.")
-@click.option("--connect-timeout", type=float, default=10.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Seconds one benchmark run may take.")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds to connect and authenticate to a device.")
 @click.option("--benchmark-flag", "extra", multiple=True, help="Another flag for the tool, as --name=value.")
 @click.option("--resume", is_flag=True, help="Only the measurements the store does not have yet.")

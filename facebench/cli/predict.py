@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from facebench.cli.main import main
 @click.option("--threads", default=1, show_default=True)
 def predict(model, images, detector, as_json, overlay, threads):
     """Run a model on your own images; an image with no face gives an empty result."""
-    from facebench.imaging import read_image
+    from facebench.imaging import ImageError, read_image
+    from facebench.paths import dumps_json
     from facebench.run.predict import predict_images, write_overlay
 
     results = predict_images(model, images, detector=detector, threads=threads)
@@ -30,10 +30,13 @@ def predict(model, images, detector, as_json, overlay, threads):
         if overlay is not None and result.error is None:
             target = overlay if len(images) == 1 else overlay.with_name(
                 f"{overlay.stem}-{Path(result.path).stem}{overlay.suffix or '.png'}")
-            write_overlay(target, read_image(result.path), result)
-            result.warnings.append(f"overlay written to {target}")
+            try:
+                write_overlay(target, read_image(result.path), result)
+                result.warnings.append(f"overlay written to {target}")
+            except (ImageError, OSError) as exc:
+                result.warnings.append(f"no overlay: {exc}")
     if as_json:
-        click.echo(json.dumps({"model": model, "images": [r.to_dict() for r in results]}, indent=2))
+        click.echo(dumps_json({"model": model, "images": [r.to_dict() for r in results]}, indent=2))
     else:
         for r in results:
             if r.error:

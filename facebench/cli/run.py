@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -27,16 +28,28 @@ from facebench.protocol import builtin_protocols, get_protocol
               help="Where the report (index.html, figures, leaderboard.md/.csv, results.json) is written.")
 @click.option("--force", is_flag=True, help="Recompute even when a stored result matches.")
 @click.option("--runtime", type=click.Choice(["tflite", "onnxruntime"]), default=None)
-@click.option("--threads", default=1, show_default=True, help="Runtime threads per session.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="Threads for pre/post-processing.")
-@click.option("-j", "--jobs", default=1, show_default=True, help="Cells (model x protocol) run in parallel processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runtime threads per session.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads for pre/post-processing.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells (model x protocol) run in parallel processes.")
+@click.option("--keep-failures", is_flag=True,
+              help="Keep a stored run's failed items as they are (default: run them again).")
+@click.option("--max-failures", default=None, metavar="N|F", callback=lambda ctx, param, value: _max_failures(value),
+              help="Failed items a cell may have before the command fails: an integer N is a count of items "
+                   "(0: none may fail), a decimal F in 0..1 (0.1) is a fraction of the cell's items. "
+                   "Default: only a cell where every item failed is an error.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--skip-bad", is_flag=True,
               help="Skip bad annotation files or lines (counted and listed) instead of stopping.")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report at the end.")
-def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_size, workers, jobs, no_progress,
-        skip_bad, no_report):
+@click.option("--item-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds an item may stay in one phase (load, preprocess, forward, postprocess) before it "
+                   "fails as a timeout and its cell goes on (0: no limit).")
+def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_size, workers, jobs, keep_failures,
+        max_failures, no_progress, skip_bad, no_report, item_timeout):
     """Evaluate models on protocols, then write the leaderboard and the report."""
     from facebench.datasets import parse_roots, root_for, unavailable
     from facebench.results.cells import Cell, Settings, run_cells
@@ -45,7 +58,7 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     root_map = parse_roots(roots)
     chosen = [get_protocol(p) for p in protocols_] if protocols_ else list(builtin_protocols().values())
     names = list(models_) or list(registry.available())
-    errors, refused, cells, ready = 0, 0, [], {}
+    errors, refused, cells, ready, card_names = 0, 0, [], {}, {}
     for protocol in chosen:
         root = root_for(protocol.dataset, root_map)
         reason = unavailable(protocol.dataset, protocol.split, root, protocol.root, skip_bad)
@@ -61,6 +74,7 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
             click.echo(f"error: {exc}", err=True)
             errors += 1
             continue
+        card_names[name] = card.name
         if card.options.get("untrained"):
             click.echo(f"skip {card.name}: untrained (random) weights: it is for cost and latency only, "
                        "and no accuracy is reported for it", err=True)
@@ -83,12 +97,14 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
         errors += 1
     store_path = store or default_store_path()
     settings = Settings(force=force, runtime=runtime, threads=threads, batch_size=batch_size, workers=workers,
-                        progress=not no_progress, skip_bad=skip_bad)
+                        progress=not no_progress, skip_bad=skip_bad, keep_failures=keep_failures,
+                        item_timeout=item_timeout)
 
     def report(result):
         for message in result.messages:
             click.echo(message, err=True)
 
+    started = time.time()
     try:
         results = run_cells(cells, store_path, settings, jobs=jobs, report=report)
     except KeyboardInterrupt:
@@ -96,9 +112,61 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
                    "run the same command again to resume", err=True)
         sys.exit(130)
     errors += sum(r.error for r in results)
+    errors += _failure_errors(results, store_path, started, card_names, max_failures)
     _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]), {c.protocol.id for c in cells})
     if errors:
         sys.exit(1)
+
+
+def _max_failures(value: str | None) -> int | float | None:
+    """``--max-failures``: an integer is a count of items, a decimal in 0..1 a fraction of a cell's items."""
+    if value is None:
+        return None
+    try:
+        return int(value)  # "3": a count
+    except ValueError:
+        pass
+    try:
+        fraction = float(value)  # "0.1", "1.0": a fraction
+    except ValueError:
+        fraction = -1.0
+    if not 0.0 <= fraction <= 1.0:
+        raise click.BadParameter(f"{value!r}: give a count of items (3) or a fraction of a cell's items in 0..1 (0.1)")
+    return fraction
+
+
+def _failure_errors(results, store_path: Path, started: float, card_names: dict[str, str],
+                    max_failures: int | float | None) -> int:
+    """Cells with more failed items than ``--max-failures`` allows (default: every item failed), each said
+    with its numbers; and a command whose every item failed never succeeds. Returns the error count."""
+    from facebench.results.store import Store
+
+    with Store(store_path) as db:
+        touched = {(r.model, r.protocol): r for r in db.runs_used_since(started)}
+    errors, counts = 0, []
+    for result in results:
+        if result.error or result.skipped:
+            continue
+        cell = result.cell
+        run = touched.get((card_names.get(cell.model, cell.model), cell.protocol.id))
+        if run is None or run.status != "complete" or run.n_items is None:
+            continue
+        n, failed = run.n_items, run.n_failures or 0
+        counts.append((n, failed))
+        if max_failures is None:
+            allowed, said = n - 1, "every item failed"
+        elif isinstance(max_failures, int):
+            allowed, said = max_failures, f"more than --max-failures {max_failures}"
+        else:
+            allowed, said = int(max_failures * n), f"more than --max-failures {max_failures:g} of {n} items"
+        if failed > allowed or n == 0:
+            click.echo(f"error: {run.model} on {run.protocol}: {failed} of {n} items failed "
+                       f"({said if n else 'no items were evaluated'})", err=True)
+            errors += 1
+    if not errors and counts and all(failed >= n for n, failed in counts):
+        click.echo("error: every item of every cell failed", err=True)
+        errors += 1
+    return errors
 
 
 def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str, ran: set[str]) -> None:

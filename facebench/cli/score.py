@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from facebench.cli.main import main
+from facebench.paths import dumps_json
 
 
 @main.group()
@@ -45,7 +45,7 @@ def score_wider_cmd(gt, pred, as_json):
     result = _score_call(score_wider, gt, pred)
     _report_pairing(result, "images")
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(dumps_json(result, indent=2))  # NaN/inf: null, reason under non_finite
         return
     ap = result["ap"]
     click.echo(f"easy {ap['easy']:.4f}  medium {ap['medium']:.4f}  hard {ap['hard']:.4f}  "
@@ -67,7 +67,7 @@ def score_fddb_cmd(gt, pred, false_positives, as_json):
     result = _score_call(score_fddb, gt, pred, false_positives)
     _report_pairing(result, "images")
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(dumps_json(result, indent=2))  # NaN/inf: null, reason under non_finite
         return
     click.echo(f"TPR {result['tpr_at_fp']:.4f} at {false_positives} false positives "
                f"({result['faces']} faces, {result['detections']} detections)")
@@ -92,7 +92,7 @@ def score_landmarks_cmd(gt, pred, norm, scheme, threshold, yaw, as_json):
     result = _score_call(score_landmarks, gt, pred, norm, scheme, threshold, yaw)
     _report_pairing(result, "faces")
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(dumps_json(result, indent=2))  # NaN/inf: null, reason under non_finite
         return
     click.echo(f"NME {100 * result['nme']:.3f}%  FR@{threshold:g} {100 * result['fr']:.2f}%  "
                f"AUC@{threshold:g} {result['auc']:.4f}  ({result['faces']} faces, {norm}, {result['scheme']})")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from facebench.errors import UsageError
+from facebench.imaging import image_identity
 from facebench.types import Sample
 
 
@@ -181,10 +182,17 @@ def _image_present(sample: Sample) -> bool:
 
 def fingerprint(samples: Sequence[Sample]) -> str:
     """Hash of ids, image identities and every annotation, attributes included (subsets, flags and
-    yaw decide group figures): what a result depends on."""
+    yaw decide group figures): what a result depends on.
+
+    An image read from a file (or rendered from files) also adds the file's size and modification
+    time (:func:`facebench.imaging.image_identity`), so replacing an image's bytes changes the
+    fingerprint whichever loader made the sample."""
     digest = hashlib.sha256()
     for s in samples:
         digest.update(f"{s.id}\0{s.image_key}\0".encode())
+        identity = image_identity(s.image)
+        if identity:  # in-memory images have none: their fingerprints stay as they were
+            digest.update(f"file\0{identity}\0".encode())
         if s.attributes:
             digest.update(json.dumps(s.attributes, sort_keys=True, default=_plain).encode())
         for face in s.faces:

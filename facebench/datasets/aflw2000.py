@@ -21,6 +21,7 @@ import numpy as np
 
 from facebench.datasets.landmark_files import AnnotationError
 from facebench.imaging import ImageFile
+from facebench.paths import printable_name
 from facebench.types import Box, Face, Landmarks, Sample
 
 ARRAY_POINTS = "AFLW2000-3D.pts68.npy"
@@ -64,7 +65,7 @@ def load(root: Path, on_bad=None) -> list[Sample]:
                     raise
                 on_bad(exc)
                 continue
-            samples.append(_sample(mat.stem, mat.with_suffix(".jpg"), points, yaw))
+            samples.append(_sample(printable_name(mat.stem), mat.with_suffix(".jpg"), points, yaw))
         return samples
     if (root / ARRAY_POINTS).is_file():
         return load_arrays(root)

@@ -29,6 +29,7 @@ import numpy as np
 
 from facebench.datasets.landmark_files import AnnotationError, read_ljson, read_pts
 from facebench.imaging import ImageFile
+from facebench.paths import printable_name
 from facebench.schemes import scheme_for_size
 from facebench.types import Box, Face, Landmarks, Sample
 
@@ -179,7 +180,7 @@ def load_menpo_folder(folder: Path, on_bad=None) -> list[Sample]:
                 raise
             on_bad(exc)
             continue
-        rel = str(image.relative_to(folder))
+        rel = printable_name(str(image.relative_to(folder)))  # a non-UTF-8 name: \xNN escapes
         samples.append(Sample(id=rel.rsplit(".", 1)[0], image=ImageFile(image),
                               faces=(Face(Box.around(points), _landmarks(points)),),
                               attributes={"points": len(points)}, image_key=f"menpo:{rel}"))

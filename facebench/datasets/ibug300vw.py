@@ -31,6 +31,7 @@ from pathlib import Path
 
 from facebench.datasets.landmark_files import AnnotationError, read_pts
 from facebench.imaging import ImageFile
+from facebench.paths import printable_name
 from facebench.types import Box, Face, Landmarks, Sample
 
 CATEGORIES = {
@@ -108,7 +109,7 @@ def load(root: Path, split: str = "all", on_bad=None) -> list[Sample]:
                 on_bad(exc)
                 continue
             samples.append(Sample(
-                id=f"{video.name}/{stem}", image=ImageFile(image),
+                id=printable_name(f"{video.name}/{stem}"), image=ImageFile(image),
                 faces=(Face(Box.around(points), Landmarks(points, "ibug68")),),
                 attributes={"video": video.name, "frame": int(stem)}, image_key=f"300vw:{video.name}/{stem}"))
     return samples

@@ -30,6 +30,7 @@ import numpy as np
 
 from facebench.datasets.landmark_files import AnnotationError, is_number, read_pts
 from facebench.imaging import ImageFile
+from facebench.paths import printable_name
 from facebench.types import Box, Face, Landmarks, Sample
 
 FOLDERS = {
@@ -94,7 +95,7 @@ def _from_folders(root: Path, subset: str, on_bad=None) -> list[Sample]:
                     raise
                 on_bad(exc)
                 continue
-            samples.append(_sample(str(image.relative_to(root)), image, points, subset))
+            samples.append(_sample(printable_name(str(image.relative_to(root))), image, points, subset))
     return samples
 
 

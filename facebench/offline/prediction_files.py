@@ -15,6 +15,7 @@ Every reader raises :class:`PredictionFileError` naming the file (and line).
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,24 @@ class PredictionFileError(FacebenchError, ValueError):
     """A prediction file is malformed; the message names the file and line."""
 
 
+class PredictionFileWarning(UserWarning):
+    """A prediction scored as given but probably wrong (a negative box size); names the file and line."""
+
+
 def read_wider_predictions(folder: str | Path) -> dict[str, np.ndarray]:
     """``"event/image" -> (m, 5)`` (x, y, w, h, score) for every ``.txt`` under ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PredictionFileError(f"{folder}: not a folder of WIDER prediction files")
-    out = {}
+    out: dict[str, np.ndarray] = {}
+    source: dict[str, Path] = {}
     for path in sorted(folder.rglob("*.txt")):
-        out[f"{path.parent.name}/{path.stem}"] = _read_wider_file(path)
+        key = f"{path.parent.name}/{path.stem}"
+        if key in source:  # a second file for one image would silently replace the first
+            raise PredictionFileError(f"{path}: a second prediction file for image {key!r} "
+                                      f"(first: {source[key]}); keep one")
+        source[key] = path
+        out[key] = _read_wider_file(path)
     if not out:
         raise PredictionFileError(f"{folder}: no .txt prediction files found")
     return out
@@ -60,6 +71,9 @@ def _read_wider_file(path: Path) -> np.ndarray:
         if len(row) != 5 or not np.all(np.isfinite(row)):
             raise PredictionFileError(
                 f"{path}:{lineno}: expected 5 finite numbers 'x y w h score', got {line.strip()!r}")
+        if row[2] < 0 or row[3] < 0:  # kept, as the official tool does (its own ground truth has some), but said
+            warnings.warn(f"{path}:{lineno}: negative box size (w {row[2]:g}, h {row[3]:g}) in {line.strip()!r}: "
+                          "scored as given (it matches no face)", PredictionFileWarning, stacklevel=2)
         rows.append(row)
     if len(rows) != count:
         raise PredictionFileError(f"{path}:2: count says {count} detections, file has {len(rows)}")
@@ -78,9 +92,14 @@ def read_fddb_predictions(path: str | Path) -> dict[str, np.ndarray]:
             entries = read_fddb_list(f, (5, 6))
         except AnnotationError as exc:
             raise PredictionFileError(str(exc)) from None
-        for name in entries:
+        for name, rows in entries.items():
             if name in out:
                 raise PredictionFileError(f"{f}: image {name!r} already listed in another file")
+            sizes = rows[:, 2:4] if rows.shape[1] == 5 else rows[:, 0:2]  # w h, or the ellipse's radii
+            if np.any(sizes < 0):
+                warnings.warn(f"{f}: image {name!r}: negative box size or radius in "
+                              f"{rows[np.flatnonzero((sizes < 0).any(axis=1))[0]].tolist()}: scored as given",
+                              PredictionFileWarning, stacklevel=2)
         out.update(entries)
     return out
 
@@ -138,6 +157,7 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
         start = 1
     names: list[str] = []
     points: list[np.ndarray] = []
+    first_line: dict[str, int] = {}
     for lineno, row in enumerate(rows[start:], start=start + 1):
         if not row:
             continue
@@ -150,7 +170,11 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
         if points and len(values) != points[0].size:
             raise PredictionFileError(
                 f"{path}:{lineno}: {len(values) // 2} points, earlier rows have {points[0].size // 2}")
-        names.append(row[0].strip())
+        name = row[0].strip()
+        if name in first_line:  # pairing by name would keep only one of them
+            raise PredictionFileError(f"{path}:{lineno}: duplicate name {name!r} (first on line {first_line[name]})")
+        first_line[name] = lineno
+        names.append(name)
         points.append(np.array(values, dtype=np.float64))
     if not points:
         raise PredictionFileError(f"{path}: no rows")

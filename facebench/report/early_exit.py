@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from facebench.metrics.early_exit import stop_stage
-from facebench.paths import write_atomic
+from facebench.paths import check_name, write_atomic
 from facebench.protocol import Protocol
 from facebench.results.store import Run
 from facebench.scoring import METRICS
@@ -86,7 +86,7 @@ def write_early_exit(out_dir: str | Path, protocol: Protocol, run: Run, per_item
     curves, errors, estimates, unit = run_curves(protocol, card, per_item, stored)
     costs, _ = stage_costs(card)
     options = METRICS[protocol.metric].resolve(protocol.options)
-    stem = Path(out_dir) / "early-exit" / f"{protocol.id}--{run.model}"
+    stem = Path(out_dir) / "early-exit" / check_name(f"{protocol.id}--{run.model}")
     table = curves.rename(columns={"macs": f"mean_{unit.lower()}"})
     csv = write_atomic(stem.with_suffix(".csv"), table.to_csv(index=False))
     png = write_atomic(stem.with_suffix(".png"), plot_curves(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.paths import write_atomic
+from facebench.paths import UnsafeNameError, check_name, write_atomic
 from facebench.protocol import Protocol, builtin_protocols
 from facebench.report import plots
 from facebench.report.leaderboard import (
@@ -78,6 +78,7 @@ def figures_for(store: Store, protocol: Protocol, rows: list[Row], out: Path, ki
     """The protocol's figures (``kind``: only tradeoff, ced, pr or early-exit).
 
     Those with nothing to draw are left out."""
+    check_name(protocol.id, "protocol id")  # every figure's file name holds it
     runs = [_measured_run(store, r) for r in rows if r.kind == "measured" and r.protocol == protocol.id]
     copies: dict[str, int] = {}
     for run in runs:
@@ -105,7 +106,7 @@ def figures_for(store: Store, protocol: Protocol, rows: list[Row], out: Path, ki
         from facebench.report.early_exit import write_early_exit
 
         figures += [write_early_exit(out, protocol, run, store.item_metrics(run.key),
-                                     store.curves(run.key).get("early_exit"))[1] for run in runs]
+                                     store.curves(run.key).get("early_exit"))[1] for run in _named(runs)]
     return [f for f in figures if f is not None]
 
 
@@ -119,10 +120,27 @@ def early_exit_figures(store: Store, rows: list[Row], out: Path) -> list[Path]:
             continue
         for row in rows:
             if row.kind == "measured" and row.protocol == protocol.id:
-                run = _measured_run(store, row)
+                named = _named([_measured_run(store, row)])
+                if not named:
+                    continue
+                run = named[0]
                 written += write_early_exit(out, protocol, run, store.item_metrics(run.key),
                                             store.curves(run.key).get("early_exit"))
     return written
+
+
+def _named(runs: list[Run]) -> list[Run]:
+    """The runs whose model name can be a file name (early-exit files are ``<protocol>--<model>``);
+    the others are left out with a warning, so no file lands outside ``out``."""
+    kept = []
+    for run in runs:
+        try:
+            check_name(run.model, "model name")
+            kept.append(run)
+        except UnsafeNameError as exc:
+            print(f"facebench: warning: no early-exit figure for {run.model!r} on {run.protocol}: {exc}",
+                  file=sys.stderr)
+    return kept
 
 
 def _environment() -> dict:

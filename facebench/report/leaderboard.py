@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import re
 import time
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from facebench.paths import dumps_json
 from facebench.protocol import Protocol, builtin_protocols
 from facebench.report.reported import OTHER_DATA, reported
 from facebench.results.store import Run, Store
@@ -99,6 +99,7 @@ class Latency(_Indexed):
 
 
 _REPORTED_ONLY = {"reported_only": True}
+_MEASURED_ONLY = {"measured_only": True}
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ class Row(_Indexed):
     """One leaderboard row: measured here (``kind`` measured or stale) or reported in a paper.
 
     ``to_dict`` is the JSON form (``facebench leaderboard --format json``);
-    the fields marked reported-only appear there for reported rows only."""
+    the fields marked reported-only appear there for reported rows only, those marked
+    measured-only (``key_parts``: what the run's key was made of) for measured and stale rows only."""
 
     model: str
     protocol: str
@@ -127,6 +129,7 @@ class Row(_Indexed):
     points: int | None = None
     protocol_hash: str = ""
     run_key: str = ""
+    key_parts: dict = field(default_factory=dict, metadata=_MEASURED_ONLY)
     note: str = ""
     variant: str = field(default="", metadata=_REPORTED_ONLY)
     gflops: float | None = field(default=None, metadata=_REPORTED_ONLY)
@@ -140,6 +143,8 @@ class Row(_Indexed):
         out = {}
         for f in fields(self):
             if f.metadata.get("reported_only") and self.kind != "reported":
+                continue
+            if f.metadata.get("measured_only") and self.kind == "reported":
                 continue
             value = getattr(self, f.name)
             if f.name == "latency":
@@ -175,7 +180,7 @@ def measured_row(run: Run, forward_s: np.ndarray | None = None, status: str = CU
         source="facebench", dataset=run.dataset_fingerprint, faces=metrics.get("faces", run.n_items),
         # the lead's run metrics: how the face was framed and how many points compared (shown, never computed here)
         framing=metrics.get("framing") or "", points=metrics.get("points"),
-        protocol_hash=run.protocol_hash, run_key=run.key,
+        protocol_hash=run.protocol_hash, run_key=run.key, key_parts=run.key_parts or {},
     )
 
 
@@ -424,8 +429,8 @@ def _grouped(rows: Iterable[Row]) -> dict[str, list[Row]]:
 
 def render(rows: list[Row], fmt: str, protocols: dict[str, Protocol] | None = None) -> str:
     protocols = protocols if protocols is not None else builtin_protocols()
-    if fmt == "json":
-        return json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2, sort_keys=True)
+    if fmt == "json":  # valid JSON: a NaN/inf metric becomes null, its value kept under "non_finite"
+        return dumps_json({"rows": [r.to_dict() for r in rows]}, indent=2, sort_keys=True)
     if fmt == "csv":
         return _render_csv(rows)
     if fmt == "html":
@@ -436,14 +441,49 @@ def render(rows: list[Row], fmt: str, protocols: dict[str, Protocol] | None = No
     if not rows:
         lines.append("No results yet: run `facebench run`.")
     for pid, group in _grouped(rows).items():
-        lines += [f"## {_title(pid, protocols)}", ""]
+        lines += [f"## {_md_line(_title(pid, protocols))}", ""]
         for _, title, caption, header, body in blocks(pid, group, protocols):
-            lines += [f"### {title}", ""] + ([caption, ""] if caption else [])
-            lines.append("| " + " | ".join(header) + " |")
+            lines += [f"### {_md_line(title)}", ""] + ([_md_line(caption), ""] if caption else [])
+            lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
             lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
+            lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in body]
             lines.append("")
     return "\n".join(lines)
+
+
+def _md_line(text: str) -> str:
+    """Text on one Markdown line: a line break (any kind) in a name must not start a row or a heading."""
+    return " ".join(str(text).splitlines())
+
+
+def _md_cell(text: str) -> str:
+    """A Markdown table cell: one line, ``|`` escaped so a name cannot add a column."""
+    return _md_line(text).replace("\\", "\\\\").replace("|", "\\|")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ tab or CR gets a leading
+    single quote (OWASP's CSV injection advice). Numbers (-0.5) are left as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """``csv.writer`` whose rows go through :func:`_csv_cell`."""
+
+    def __init__(self, out):
+        self._writer = csv.writer(out)
+
+    def writerow(self, row):
+        self._writer.writerow([_csv_cell(v) for v in row])
 
 
 def _render_csv(rows: list[Row]) -> str:
@@ -451,7 +491,7 @@ def _render_csv(rows: list[Row]) -> str:
     metric_names = sorted({k for r in rows for k, v in r.metrics.items()
                            if not k.startswith("_") and not isinstance(v, (dict, list)) and k not in fixed})
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = _SafeWriter(out)
     writer.writerow(["protocol", "model", "kind", *metric_names, "status", "variant", "macs", "gflops", "parameters",
                      "latency", "items", "failures", "faces", "framing", "points", "date", "facebench", "runtime",
                      "source", "source_location", "dataset", "protocol_hash", "normalisation", "basis", "group",

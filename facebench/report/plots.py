@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from facebench.metrics.landmarks import ced as ced_curve
-from facebench.paths import write_atomic
+from facebench.paths import check_name, write_atomic
 from facebench.protocol import Protocol
 from facebench.report.leaderboard import Row
 from facebench.scoring import METRICS
@@ -32,6 +32,13 @@ def _figure(**kwargs):
 
 
 def _save(fig, plt, out: Path, name: str) -> Path:
+    """Write ``<out>/<name>.png`` and ``.svg``; a name that is not a plain file name is refused
+    (:class:`facebench.paths.UnsafeNameError`), so no figure lands outside ``out``."""
+    try:
+        check_name(name, "figure name")
+    except ValueError:
+        plt.close(fig)
+        raise
     for fmt in ("png", "svg"):
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=120, bbox_inches="tight")

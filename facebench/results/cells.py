@@ -1,17 +1,17 @@
 """A leaderboard is a matrix of cells (model, protocol); this runs them, in parallel if asked.
 
-Each cell runs in its own worker process with its own connection to the
-results store: items are committed batch by batch and the run is completed
-in one transaction, so cells never see each other's partial writes, two
-runs writing to one store do not corrupt it (SQLite serialises writers) and
-a killed run loses only its unfinished cells, which the next run resumes.
+Each cell runs in a supervised worker process (:mod:`facebench.results.isolation`:
+a model that exits, crashes, hangs or prints fails only its own cell) with its
+own connection to the results store: items are committed batch by batch and
+the run is completed in one transaction, so cells never see each other's
+partial writes, two runs writing to one store do not corrupt it (SQLite
+serialises writers; a cell another run is computing is skipped) and a killed
+run loses only its unfinished cells, which the next run resumes.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +36,8 @@ class Settings:
     workers: int = 2
     progress: bool = True
     skip_bad: bool = False
+    item_timeout: float = 600.0  # seconds an item may stay in one phase (0: no limit)
+    keep_failures: bool = False  # keep a stored run's failed items (default: run them again)
 
 
 @dataclass
@@ -62,7 +64,8 @@ def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
         with Store(store_path) as db:
             done = evaluate(adapter_cls, protocol, db, root=cell.root, force=settings.force, runtime=settings.runtime,
                             threads=settings.threads, batch_size=settings.batch_size, workers=settings.workers,
-                            progress=settings.progress, skip_bad=settings.skip_bad)
+                            progress=settings.progress, skip_bad=settings.skip_bad,
+                            keep_failures=settings.keep_failures)
     except (UntrainedModelError, ImportError) as exc:  # random weights, or an optional extra not installed
         result.skipped = True
         say(f"skip {name} on {protocol.id}: {exc}")
@@ -88,26 +91,13 @@ def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
 
 def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs: int = 1,
               report: Callable[[CellResult], None] = lambda r: None) -> list[CellResult]:
-    """Run every cell, ``jobs`` at a time in worker processes (1: in this process, in order)."""
+    """Run every cell, ``jobs`` at a time, each in a supervised worker process (see
+    :mod:`facebench.results.isolation`)."""
+    from facebench.results.isolation import run_isolated
+
     cells = list(cells)
-    if jobs <= 1 or len(cells) <= 1:
-        results = []
-        for cell in cells:
-            results.append(run_cell(cell, store_path, settings))
-            report(results[-1])
-        return results
-    quiet = replace(settings, progress=False)  # one bar per process would interleave
-    results = []
-    # spawn, not fork: the parent may hold runtime thread pools (TFLite, onnxruntime) that a fork would copy half-held
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_cell, cell, store_path, quiet): cell for cell in cells}
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                cell = futures[future]
-                result = CellResult(cell, [f"error: {cell.model} on {cell.protocol.id}: worker died: {exc}"],
-                                    error=True)
-            results.append(result)
-            report(result)
-    return results
+    if not cells:
+        return []
+    if jobs > 1 and len(cells) > 1:
+        settings = replace(settings, progress=False)  # one bar per process would interleave
+    return run_isolated(cells, Path(store_path), settings, jobs, report)

@@ -1,22 +1,30 @@
 """Evaluate one model on one protocol, through the results store.
 
-A complete stored run with the same key (card, runtime, protocol hash,
-dataset fingerprint) is reused unless ``force``; an interrupted one is
-resumed: only its missing items are run.
+A complete stored run with the same key (:func:`key_parts`: card, adapter
+code, artifacts, runtime, protocol hash, dataset fingerprint, framing) is
+reused unless ``force``; an interrupted one is resumed: only its missing items
+are run. Items that failed are run again (a stored run's failures are never
+final) unless ``keep_failures``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from facebench import assets
 from facebench.adapter import Adapter
 from facebench.datasets import fingerprint, load_dataset
-from facebench.errors import FacebenchError
+from facebench.errors import FacebenchError, UsageError
 from facebench.protocol import Protocol
 from facebench.results.environment import environment
 from facebench.results.store import Run, Store, run_key
+from facebench.run import activity
 from facebench.run.face_boxes import FramingUnavailable, face_box_items, framing
 from facebench.run.harness import ItemResult, items_for, run_adapter
 from facebench.schemes import scheme_size, shared_points
@@ -45,10 +53,96 @@ def default_runtime(adapter_cls: type[Adapter]) -> str:
     return "tflite" if "tflite" in formats else "onnxruntime"
 
 
+def code_hashes(adapter_cls: type) -> dict[str, str]:
+    """SHA-256 (first 16 hex digits) of the source of each module defining a class of the adapter's MRO
+    that is a model's own code: modules in ``facebench.baselines`` or outside facebench (a user's
+    ``file.py:Class`` is its file), by module name (a user file: its path). ``Adapter`` itself and
+    facebench's other modules (harness, scoring) are not a model's code: the protocol and framing
+    parts cover what they decide."""
+    hashes: dict[str, str] = {}
+    for cls in inspect.getmro(adapter_cls):
+        if cls is Adapter or cls is object or not issubclass(cls, Adapter):
+            continue
+        name = cls.__module__
+        if name.startswith("facebench.") and not name.startswith("facebench.baselines"):
+            continue
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        label = name
+        try:
+            if path and path.endswith(".py"):
+                data = open(path, "rb").read()  # the bytes as they are now, never a stale line cache
+                label = path if name.startswith("facebench_user_") else name
+            else:
+                data = inspect.getsource(module or cls).encode()
+        except (OSError, TypeError):  # no source (built in, frozen, made in memory): its name stands for it
+            data = f"{name}.{cls.__qualname__}".encode()
+        hashes[label] = hashlib.sha256(data).hexdigest()[:16]
+    return hashes
+
+
+def artifact_hashes(artifacts) -> dict[str, str]:
+    """Each artifact by format: a pinned asset's SHA-256, a file's SHA-256, or the string itself
+    (``built into dlib``: neither an asset nor a file)."""
+    out: dict[str, str] = {}
+    for fmt, value in artifacts.items():
+        if value in assets.ASSETS:
+            out[fmt] = "sha256:" + assets.get(value).sha256
+        elif Path(value).is_file():
+            out[fmt] = "sha256:" + assets.sha256_file(Path(value))
+        else:
+            out[fmt] = value
+    return out
+
+
+def runtime_version(runtime: str) -> str:
+    """The runtime package's installed version ('' if not installed), read from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in {"tflite": ("tflite-runtime", "ai-edge-litert", "tensorflow"),
+                    "onnxruntime": ("onnxruntime", "onnxruntime-gpu")}.get(runtime, (runtime,)):
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            continue
+    return ""
+
+
+def key_parts(adapter_cls: type[Adapter], runtime: str, protocol: Protocol, dataset_fingerprint: str,
+              framing: str) -> dict:
+    """Everything a run's numbers depend on, by name; its hash (:func:`run_key`) is the run's key.
+
+    ``settings`` is empty on purpose: batch size, pre/post-processing workers
+    and runtime threads decide speed, never outputs (the harness runs each item
+    alone through pre/post-processing and a batch's items independently), and
+    which samples are scored (``skip_bad``, a subset) is in the fingerprint.
+    """
+    card = adapter_cls.card.to_dict()
+    return {
+        "card": hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "code": code_hashes(adapter_cls),
+        "artifacts": artifact_hashes(adapter_cls.card.artifacts),
+        "runtime": runtime,
+        "runtime_version": runtime_version(runtime),
+        "protocol_hash": protocol.content_hash,
+        "dataset_fingerprint": dataset_fingerprint,
+        # the framing's words carry its calibrated transform: a new calibration is a new run
+        "framing": framing,
+        "settings": {},
+    }
+
+
+def check_settings(threads: int, batch_size: int, workers: int) -> None:
+    """Refuse run settings out of range (a batch size of 0 would run nothing and store it as done)."""
+    for name, value in (("batch_size", batch_size), ("workers", workers), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be an integer of at least 1, not {value!r}")
+
+
 def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, root=None,
              samples: Sequence[Sample] | None = None, force: bool = False, runtime: str | None = None,
              threads: int = 1, batch_size: int = 8, workers: int = 2, progress: bool = True,
-             skip_bad: bool = False) -> Evaluation:
+             skip_bad: bool = False, keep_failures: bool = False) -> Evaluation:
     """Evaluate one model on one protocol through ``store``; returns the stored run and its failures.
 
     Order: refuse what cannot be scored (task, scheme mapping, framing, ground
@@ -59,7 +153,10 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     the runtime), storing each batch as it ends; then score every item (a
     failed one as an empty answer) and complete the run in one transaction.
     ``skip_bad`` skips bad annotation entries (listed in ``Evaluation.skipped``).
+    Items that failed in the stored run (complete or not) are deleted and run
+    again, and the run re-scored, unless ``keep_failures``.
     """
+    check_settings(threads, batch_size, workers)
     card = adapter_cls.card
     if card.options.get("untrained"):
         raise UntrainedModelError(f"{card.name} has untrained (random) weights: it is for cost and latency only, "
@@ -73,19 +170,38 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     check_ground_truth(protocol, samples)
     fp = fingerprint(samples)
     runtime = runtime or default_runtime(adapter_cls)
-    # the framing's words carry its calibrated transform: a new calibration is a new run
-    key = run_key({**card.to_dict(), "framing": framing}, runtime, protocol.content_hash, fp)
+    parts = key_parts(adapter_cls, runtime, protocol, fp, framing)
+    key = run_key(parts)
 
     existing = store.get_run(key)
-    if existing and existing.status == "complete" and not force:
-        return Evaluation(existing, True, store.failures(key), skipped)
     if existing and force:
         store.delete_run(key)
+    elif existing:
+        failed = store.failures(key)
+        if existing.status == "complete" and (keep_failures or not failed):
+            store.mark_used(key)
+            return Evaluation(existing, True, failed, skipped)
+        if failed and not keep_failures:  # a failure may be transient: run those items again
+            store.delete_items(key, [item for item, _ in failed])
 
+    activity.set_run(key)  # a supervisor reads what this cell is doing (facebench.results.isolation)
+    try:
+        return _run_and_score(adapter_cls, protocol, store, key, parts, samples, fp, runtime, framing, skipped,
+                              threads=threads, batch_size=batch_size, workers=workers, progress=progress)
+    finally:
+        activity.set_run(None)
+
+
+def _run_and_score(adapter_cls: type[Adapter], protocol: Protocol, store: Store, key: str, parts: dict,
+                   samples: list[Sample], fp: str, runtime: str, framing: str, skipped: list[str], *,
+                   threads: int, batch_size: int, workers: int, progress: bool) -> Evaluation:
+    """Load the model, run the items the store lacks, score every item and complete the run."""
+    card = adapter_cls.card
     adapter = adapter_cls()
-    runtime_info = adapter.load(runtime=runtime, threads=threads) or {}
+    with activity.phase("load", [""]):
+        runtime_info = adapter.load(runtime=runtime, threads=threads) or {}
     store.start_run(key, card.name, protocol.id, protocol.content_hash, fp, runtime, card.to_dict(),
-                    environment(runtime_info))
+                    environment(runtime_info), parts)
     items = items_for(card.task, samples)
     done = store.item_keys(key)
     todo = [item for item in items if item.key not in done]

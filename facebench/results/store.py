@@ -1,7 +1,9 @@
 """The results store: one SQLite file holding every run and every item.
 
-A run is keyed by what its numbers depend on: the model card, the runtime,
-the protocol's content hash and the dataset fingerprint. Items are written
+A run is keyed by what its numbers depend on (:func:`run_key` of its key
+parts: the model card, the adapter's code, its artifacts' hashes, the runtime,
+the protocol's content hash, the dataset fingerprint and the framing); the
+parts are stored with the run. Items are written
 batch by batch, each batch in one transaction, so an interrupted run (Ctrl-C,
 kill) leaves a readable store and the next run only does the items that are
 missing. A run is marked complete, with its metrics, in a last transaction.
@@ -14,15 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import quote
 
 import numpy as np
 
+from facebench.errors import FacebenchError
 from facebench.types import Box, Detection, ItemResult, Landmarks, Prediction, StageOutput
 
 SCHEMA = """
@@ -41,7 +46,9 @@ CREATE TABLE IF NOT EXISTS runs (
     n_items INTEGER,
     n_failures INTEGER,
     started REAL,
-    finished REAL
+    finished REAL,
+    key_parts TEXT,
+    used REAL
 );
 CREATE TABLE IF NOT EXISTS items (
     run_key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
@@ -67,15 +74,27 @@ CREATE TABLE IF NOT EXISTS device_probes (
     record TEXT NOT NULL,
     probed REAL
 );
+CREATE TABLE IF NOT EXISTS claims (
+    cell TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    token TEXT NOT NULL,
+    since REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
 """
 
 
 RUN_COLUMNS = ("key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status, metrics, environment,"
-               " n_items, n_failures, started, finished")
+               " n_items, n_failures, started, finished, key_parts, used")
+# columns added after the first release: an older store gets them when it is opened
+ADDED_RUN_COLUMNS = (("curves", "TEXT"), ("key_parts", "TEXT"), ("used", "REAL"))
 
 
-def run_key(card: dict, runtime: str, protocol_hash: str, dataset_fingerprint: str) -> str:
-    payload = json.dumps([card, runtime, protocol_hash, dataset_fingerprint], sort_keys=True)
+def run_key(parts: dict) -> str:
+    """A run's key: the hash of its key parts (everything its numbers depend on, see
+    :func:`facebench.results.evaluate.key_parts`)."""
+    payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -95,6 +114,90 @@ class Run:
     n_failures: int | None
     started: float | None
     finished: float | None
+    key_parts: dict | None = None  # what the key was made of (None for runs stored before it was kept)
+    used: float | None = None  # when a command last computed or reused it
+
+
+@dataclass
+class Claim:
+    """A run computing a cell now: its process, host and run token, since when, last heartbeat."""
+
+    cell: str
+    pid: int
+    host: str
+    token: str
+    since: float
+    heartbeat: float
+
+
+class StoreError(FacebenchError, RuntimeError):
+    """A results store that is not one, is corrupt, or is read-only and was written; names the file."""
+
+
+def _writable(path: Path) -> bool:
+    # SQLite writes a journal beside the file: the folder must be writable too (False on a read-only mount)
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened with ``mode=ro``; where SQLite cannot even make its shared-memory file (a read-only
+    folder or mount) the file is read as ``immutable``. Writes raise :class:`StoreError`."""
+    uri = "file:" + quote(str(path.resolve())) + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc):
+            db.close()
+            raise
+        db.close()
+        db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30)
+    return cast(sqlite3.Connection, _ReadOnlyConnection(db, path))
+
+
+class _ReadOnlyConnection:
+    """A connection that reads and refuses every write with a :class:`StoreError` naming the file."""
+
+    _READS = ("select", "with", "pragma table_info", "pragma index_list", "explain")
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self._real, self._path = db, path
+
+    def _check(self, sql: str) -> None:
+        if not sql.lstrip().lower().startswith(self._READS):
+            raise StoreError(f"{self._path} is read-only (file or folder not writable, or a read-only mount): "
+                             "this command writes results; copy the store somewhere writable and pass --store")
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._real.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._real.executemany(sql, *args)
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        self._check(sql)
+        return self._real.executescript(sql)
+
+    def __enter__(self):
+        return self._real.__enter__()
+
+    def __exit__(self, *exc):
+        return self._real.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _check_facebench_store(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse another program's SQLite database (facebench must not add its tables to it) or a damaged one."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "runs" not in tables:
+        raise StoreError(f"{path}: not a facebench store (an SQLite database with tables "
+                         f"{', '.join(sorted(tables)[:5])}): move it aside or name another with --store")
+    if "runs" in tables:
+        db.execute("SELECT count(*) FROM runs").fetchone()  # a damaged file fails here, not mid-report
 
 
 class Store:
@@ -106,21 +209,49 @@ class Store:
     :meth:`curves`. Use it as a context manager, one per process or thread.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool | None = None):
+        """Open (or create) the store at ``path``. ``read_only`` None: read-only when the file exists but
+        cannot be written (its mode, its folder, a read-only mount), so ``leaderboard`` and ``report`` still
+        work; a write to a read-only store is a :class:`StoreError`. A file that is not a facebench store
+        (another SQLite database, random bytes, a truncated copy) is a :class:`StoreError` naming it."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30)
+        if read_only is None:
+            read_only = self.path.exists() and not _writable(self.path)
+        self.read_only = read_only
+        try:
+            if read_only:
+                self._db = _open_read_only(self.path)
+                _check_facebench_store(self._db, self.path)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30)
+            _check_facebench_store(self._db, self.path)
+            self._open_writable()
+        except sqlite3.DatabaseError as exc:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            raise StoreError(f"{self.path}: not a facebench store, or corrupt ({exc}): move it aside "
+                             "(the next run starts a new store there) or name another with --store") from None
+        except StoreError:
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise
+
+    def _open_writable(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        if "curves" not in columns:  # a store written before curves were kept
-            try:
-                with self._db:
-                    self._db.execute("ALTER TABLE runs ADD COLUMN curves TEXT")
-            except sqlite3.OperationalError as exc:  # another process upgraded it first
-                if "duplicate column" not in str(exc):
-                    raise
+        for column, kind in ADDED_RUN_COLUMNS:
+            if column not in columns:  # a store written before the column was kept
+                try:
+                    with self._db:
+                        self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process upgraded it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def close(self):
         self._db.close()
@@ -141,14 +272,27 @@ class Store:
         return [_run(r) for r in self._db.execute(query, (status,) if status else ())]
 
     def start_run(self, key: str, model: str, protocol: str, protocol_hash: str, fingerprint: str,
-                  runtime: str, card: dict, environment: dict) -> None:
+                  runtime: str, card: dict, environment: dict, key_parts: dict | None = None) -> None:
+        now = time.time()
         with self._db:
             self._db.execute(
                 "INSERT INTO runs (key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status,"
-                " environment, started) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET status = 'running', environment = excluded.environment",
+                " environment, started, key_parts, used) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET status = 'running', environment = excluded.environment,"
+                " key_parts = excluded.key_parts, used = excluded.used",
                 (key, model, protocol, protocol_hash, fingerprint, runtime, json.dumps(card),
-                 json.dumps(environment), time.time()))
+                 json.dumps(environment), now, None if key_parts is None else json.dumps(key_parts, sort_keys=True),
+                 now))
+
+    def mark_used(self, key: str) -> None:
+        """Note that a command reused this run now (see :meth:`runs_used_since`)."""
+        with self._db:
+            self._db.execute("UPDATE runs SET used = ? WHERE key = ?", (time.time(), key))
+
+    def runs_used_since(self, since: float) -> list[Run]:
+        """Runs computed, resumed or reused since ``since`` (a ``time.time()``): what one command touched."""
+        query = f"SELECT {RUN_COLUMNS} FROM runs WHERE used >= ? ORDER BY used"
+        return [_run(r) for r in self._db.execute(query, (since,))]
 
     def delete_run(self, key: str) -> None:
         with self._db:
@@ -180,6 +324,12 @@ class Store:
         """Seconds of forward pass per successful item (a batch's time shared among its items)."""
         rows = self._db.execute("SELECT forward_s FROM items WHERE run_key = ? AND error IS NULL", (key,))
         return np.array([f for (f,) in rows if f is not None], dtype=np.float64)
+
+    def delete_items(self, key: str, items: Iterable[str]) -> None:
+        """Forget these items' outcomes (failed items to be run again); the run is running again."""
+        with self._db:
+            self._db.executemany("DELETE FROM items WHERE run_key = ? AND item = ?", [(key, i) for i in items])
+            self._db.execute("UPDATE runs SET status = 'running' WHERE key = ?", (key,))
 
     def item_keys(self, key: str) -> set[str]:
         return {item for (item,) in self._db.execute("SELECT item FROM items WHERE run_key = ?", (key,))}
@@ -226,12 +376,47 @@ class Store:
     def probes(self) -> dict[str, dict]:
         return {d: json.loads(r) for d, r in self._db.execute("SELECT device, record FROM device_probes")}
 
+    # Cell claims: which ``facebench run`` computes a cell now (see facebench/results/isolation.py).
+
+    def claim_cell(self, cell: str, token: str, pid: int, host: str, stale_s: float,
+                   is_dead: Callable[[int, str], bool]) -> Claim | None:
+        """Claim ``cell`` for the run ``token``: None when it is now ours, else the live claim that holds it.
+
+        A claim is taken over when its heartbeat is older than ``stale_s`` seconds or
+        ``is_dead(pid, host)`` says its owner is gone; the check and the write are one
+        transaction (BEGIN IMMEDIATE), so two runs never both win a cell."""
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims WHERE cell = ?",
+                                   (cell,)).fetchone()
+            if row is not None:
+                held = Claim(*row)
+                if held.token != token and held.heartbeat >= now - stale_s and not is_dead(held.pid, held.host):
+                    return held
+            self._db.execute("INSERT OR REPLACE INTO claims (cell, pid, host, token, since, heartbeat)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", (cell, pid, host, token, now, now))
+        return None
+
+    def heartbeat_claims(self, token: str) -> None:
+        """The run ``token`` is alive: refresh its claims."""
+        with self._db:
+            self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), token))
+
+    def release_claim(self, cell: str, token: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM claims WHERE cell = ? AND token = ?", (cell, token))
+
+    def claims(self) -> list[Claim]:
+        return [Claim(*r) for r in self._db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims")]
+
 
 def _run(row) -> Run:
-    (key, model, protocol, phash, fp, runtime, card, status, metrics, env, n_items, n_fail, started, finished) = row
+    (key, model, protocol, phash, fp, runtime, card, status, metrics, env, n_items, n_fail, started, finished,
+     key_parts, used) = row
     return Run(key, model, protocol, phash, fp, runtime, json.loads(card), status,
                json.loads(metrics) if metrics else None, json.loads(env) if env else None,
-               n_items, n_fail, started, finished)
+               n_items, n_fail, started, finished, json.loads(key_parts) if key_parts else None, used)
 
 
 def encode_prediction(p: Prediction) -> dict[str, Any]:

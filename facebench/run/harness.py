@@ -2,7 +2,8 @@
 
 The main thread only stacks inputs and calls ``forward``; ``preprocess``
 (image decoding included) and ``postprocess`` run on a thread pool, with up
-to two batches prepared ahead. Each item's time is recorded per phase; the
+to two batches prepared ahead, and no more than ``PREFETCH_BYTES`` of prepared inputs
+waiting (large photos: fewer items ahead). Each item's time is recorded per phase; the
 forward time of a batch is shared equally among its items.
 
 An item whose preprocess or postprocess raises, whose prediction is not
@@ -23,7 +24,19 @@ import numpy as np
 
 from facebench.adapter import Adapter, check_prediction
 from facebench.imaging import image_size
+from facebench.run import activity
 from facebench.types import Box, Detection, Face, ItemResult, Prediction, Sample, face_key
+
+# The most bytes of preprocessed inputs waiting for ``forward`` (the look-ahead), besides the batch being
+# formed: 24 photos of 25 Mpx would otherwise take 1.8 GB. At least one item is always prepared.
+PREFETCH_BYTES = 512 * 2**20
+
+
+def _nbytes(inputs) -> int:
+    total = 0
+    for value in (inputs.values() if isinstance(inputs, dict) else ()):
+        total += int(getattr(value, "nbytes", 0) or np.asarray(value).nbytes)
+    return total
 
 
 @dataclass(frozen=True)
@@ -78,17 +91,23 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
     results: dict[str, ItemResult] = {}
 
     sizes: dict[str, tuple[int, int]] = {}
+    seen = [0, 0]  # bytes and count of the inputs prepared so far: the look-ahead's estimate per item
 
     def pre(item: Item):
         start = time.perf_counter()
-        inputs, context = adapter.preprocess(item.sample, item.face_box)
-        sizes[item.key] = image_size(item.sample)
-        return inputs, context, time.perf_counter() - start
+        with activity.phase("preprocess", [item.key]):
+            inputs, context = adapter.preprocess(item.sample, item.face_box)
+            sizes[item.key] = image_size(item.sample)
+        nbytes = _nbytes(inputs)
+        seen[0] += nbytes
+        seen[1] += 1
+        return inputs, context, time.perf_counter() - start, nbytes
 
     def post(item: Item, outputs, context, timing: ItemResult) -> ItemResult:
         start = time.perf_counter()
         try:
-            prediction = adapter.postprocess(outputs, context)
+            with activity.phase("postprocess", [item.key]):
+                prediction = adapter.postprocess(outputs, context)
             check_prediction(prediction, card)
             check_within_image(prediction, sizes.pop(item.key))
             timing.prediction = prediction
@@ -102,8 +121,22 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
         pending: deque[tuple[Item, Future]] = deque()
         queue = iter(items)
 
+        def room() -> bool:
+            """Whether one more item may be prepared: always when none waits; else within three batches
+            and (prepared bytes + an estimate for those still preparing and the next) within the budget."""
+            if not pending:
+                return True
+            if len(pending) >= 3 * batch_size:
+                return False
+            if seen[1] == 0:  # no size known yet: only as many as the workers prepare at once
+                return len(pending) < max(1, workers)
+            mean = seen[0] / seen[1]
+            ready = sum(f.result()[3] for _, f in pending if f.done() and f.exception() is None)
+            preparing = sum(1 for _, f in pending if not f.done())
+            return ready + (preparing + 1) * mean <= PREFETCH_BYTES
+
         def fill():
-            while len(pending) < 3 * batch_size:
+            while room():
                 item = next(queue, None)
                 if item is None:
                     return
@@ -114,15 +147,21 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
         while pending or in_flight:
             batch: list[tuple[Item, dict, object, ItemResult]] = []
             failed: list[ItemResult] = []
-            while pending and len(batch) + len(failed) < batch_size:
+            while len(batch) + len(failed) < batch_size:
+                if not pending:
+                    fill()  # the byte budget may have held the look-ahead below a batch
+                    if not pending:
+                        break
                 item, fut = pending.popleft()
                 try:
-                    inputs, context, pre_s = fut.result()
+                    inputs, context, pre_s, _ = fut.result()
                     batch.append((item, inputs, context, ItemResult(item.key, None, None, pre_s)))
                 except Exception as exc:  # noqa: BLE001
                     failed.append(ItemResult(item.key, None, f"preprocess: {_describe(exc)}"))
+                fill()
             fill()
-            submitted = _forward(adapter, batch, failed, pool, post)
+            submitted, forward_failed = _forward(adapter, batch, pool, post)
+            failed += forward_failed
             done = failed + [f.result() for _, f in in_flight]
             in_flight = submitted
             if not pending:
@@ -146,18 +185,24 @@ def _finish(done, results, on_batch, progress):
         progress(len(done))
 
 
-def _forward(adapter, batch, failed, pool, post):
-    """Forward a batch (falling back to one item at a time on error); submit postprocessing."""
+def _forward(adapter, batch, pool, post) -> tuple[list[tuple[Item, Future]], list[ItemResult]]:
+    """Forward a batch (falling back to one item at a time on error); submit postprocessing.
+
+    Returns the submitted postprocessing and the items whose forward failed."""
     if not batch:
-        return []
+        return [], []
+    failed: list[ItemResult] = []
+    per_item: list[tuple[dict | None, float]]
     try:
-        outputs, seconds = _timed_forward(adapter, [b[1] for b in batch])
+        with activity.phase("forward", [b[0].key for b in batch]):
+            outputs, seconds = _timed_forward(adapter, [b[1] for b in batch])
         per_item = [({k: v[i] for k, v in outputs.items()}, seconds / len(batch)) for i in range(len(batch))]
     except Exception:  # noqa: BLE001 - isolate the culprit below
         per_item = []
         for (_item, inputs, _, timing) in batch:
             try:
-                outputs, seconds = _timed_forward(adapter, [inputs])
+                with activity.phase("forward", [_item.key]):
+                    outputs, seconds = _timed_forward(adapter, [inputs])
                 per_item.append(({k: v[0] for k, v in outputs.items()}, seconds))
             except Exception as exc:  # noqa: BLE001
                 per_item.append((None, 0.0))
@@ -169,7 +214,7 @@ def _forward(adapter, batch, failed, pool, post):
             failed.append(timing)
         else:
             submitted.append((item, pool.submit(post, item, outputs, context, timing)))
-    return submitted
+    return submitted, failed
 
 
 def _timed_forward(adapter, inputs_list):

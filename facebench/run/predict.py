@@ -80,9 +80,12 @@ def predict_images(model: str, paths: Sequence[str | Path], detector: str | None
         result = ImageResult(str(path))
         results.append(result)
         try:
-            image = read_image(path)
+            image = read_image(path)  # a decompression bomb or a too-large image: ImageError naming it
         except ImageError as exc:
             result.error = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others
+            result.error = f"cannot read image {path}: {type(exc).__name__}: {exc}"
             continue
         result.height, result.width = image.shape[:2]
         sample = Sample(Path(path).name, _constant(image))
