@@ -158,6 +158,8 @@ def validate(data: dict, source: str) -> None:
         check_name(data["id"], "protocol id")
     except UnsafeNameError as exc:
         raise ProtocolError(f"{source}: {exc}") from None
+    if data["id"] != data["id"].lower():  # ids that differ in case alone collide on case-insensitive disks
+        raise ProtocolError(f"{source}: protocol id {data['id']!r} must be lower case")
     _check_list("columns", data.get("columns", []), source)
     if data["task"] not in TASKS:
         raise ProtocolError(f"{source}: task must be one of {', '.join(TASKS)}, not {data['task']!r}")

@@ -15,6 +15,7 @@ with ``x = u * W - 0.5``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 from facebench.schemes import scheme_size
 
 TASKS = ("detector", "landmarks")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 BOX_CONVENTIONS = ("tight-68", "dlib-hog", "mediapipe-roi", "image", "wflw-rect")  # see facebench.run.framing
 
 
@@ -179,6 +181,9 @@ class ModelCard:
     box_convention: str = "tight-68"
 
     def __post_init__(self):
+        if not _SAFE_NAME.fullmatch(self.name) or ".." in self.name:  # it names stored runs and figure files
+            raise ValueError(f"model name {self.name!r}: use letters, digits, '.', '_' and '-' only, starting with "
+                             "a letter or digit")
         if self.task not in TASKS:
             raise ValueError(f"model {self.name!r}: task must be one of {TASKS}, not {self.task!r}")
         scheme_size(self.scheme)

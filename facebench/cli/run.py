@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import click
 
 from facebench import registry
 from facebench.cli.main import main
+from facebench.errors import UsageError
 from facebench.paths import default_store_path
 from facebench.protocol import builtin_protocols, get_protocol
 
@@ -46,6 +48,7 @@ from facebench.protocol import builtin_protocols, get_protocol
               help="Skip bad annotation files or lines (counted and listed) instead of stopping.")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report at the end.")
 @click.option("--item-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              callback=lambda ctx, param, value: _finite(value, "--item-timeout"),
               help="Seconds an item may stay in one phase (load, preprocess, forward, postprocess) before it "
                    "fails as a timeout and its cell goes on (0: no limit).")
 def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_size, workers, jobs, keep_failures,
@@ -113,9 +116,20 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
         sys.exit(130)
     errors += sum(r.error for r in results)
     errors += _failure_errors(results, store_path, started, card_names, max_failures)
-    _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]), {c.protocol.id for c in cells})
+    if any(not r.error and not r.skipped for r in results):  # nothing evaluated: leave the last report be
+        _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]),
+                       {c.protocol.id for c in cells})
+    else:
+        click.echo(f"no cell was evaluated: the report in {out} was not rewritten", err=True)
     if errors:
         sys.exit(1)
+
+
+def _finite(value: float, name: str) -> float:
+    """A number option that must be finite (click's FloatRange lets NaN through)."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{name} must be a finite number of seconds (0: no limit), not {value}")
+    return value
 
 
 def _max_failures(value: str | None) -> int | float | None:
@@ -123,9 +137,13 @@ def _max_failures(value: str | None) -> int | float | None:
     if value is None:
         return None
     try:
-        return int(value)  # "3": a count
+        count = int(value)  # "3": a count
     except ValueError:
         pass
+    else:
+        if count < 0:
+            raise click.BadParameter(f"{value!r}: a count of failed items cannot be negative")
+        return count
     try:
         fraction = float(value)  # "0.1", "1.0": a fraction
     except ValueError:
@@ -209,7 +227,7 @@ def leaderboard(protocol, fmt, no_reported, store):
         given = get_protocol(protocol)
         protocols[given.id] = given
         protocol = given.id
-    with Store(store or default_store_path()) as db:
+    with Store(_existing_store(store)) as db:
         rows = leaderboard_rows(db, protocol, include_reported=not no_reported, protocols=protocols)
     click.echo(render(rows, fmt, protocols))
 
@@ -227,7 +245,7 @@ def plot(kind, protocols_, store, out):
     from facebench.results.store import Store
 
     all_protocols = builtin_protocols()
-    with Store(store or default_store_path()) as db:
+    with Store(_existing_store(store)) as db:
         rows = leaderboard_rows(db)
         if kind == "latency":
             written = [plots.latency(rows + latency_only_rows(db, rows), out)]
@@ -252,6 +270,14 @@ def report_cmd(store, out):
     from facebench.report.html import write_report
     from facebench.results.store import Store
 
-    with Store(store or default_store_path()) as db:
+    with Store(_existing_store(store)) as db:
         page = write_report(db, out, ["facebench " + " ".join(sys.argv[1:])])
     click.echo(str(page))
+
+
+def _existing_store(store: Path | None) -> Path:
+    """The store a reading command (leaderboard, plot, report) reads: it must exist (never made empty here)."""
+    path = Path(store or default_store_path())
+    if not path.exists():
+        raise UsageError(f"no results store at {path}: run `facebench run` first, or name one with --store")
+    return path

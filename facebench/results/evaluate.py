@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from facebench import assets
@@ -54,31 +55,72 @@ def default_runtime(adapter_cls: type[Adapter]) -> str:
 
 
 def code_hashes(adapter_cls: type) -> dict[str, str]:
-    """SHA-256 (first 16 hex digits) of the source of each module defining a class of the adapter's MRO
-    that is a model's own code: modules in ``facebench.baselines`` or outside facebench (a user's
-    ``file.py:Class`` is its file), by module name (a user file: its path). ``Adapter`` itself and
-    facebench's other modules (harness, scoring) are not a model's code: the protocol and framing
-    parts cover what they decide."""
+    """SHA-256 (first 16 hex digits) of the source of the model's own code, by module name (a user's
+    ``file.py`` by its path): every module defining a class of the adapter's MRO in ``facebench.baselines``
+    or outside facebench, and the helper modules those import from beside them (same folder tree: a
+    user's sibling ``helper.py``, ``baselines/classical.py`` for ``ert.py``). facebench's own machinery
+    is covered by :func:`engine_hash`."""
     hashes: dict[str, str] = {}
-    for cls in inspect.getmro(adapter_cls):
-        if cls is Adapter or cls is object or not issubclass(cls, Adapter):
+    queue = [sys.modules.get(cls.__module__) for cls in inspect.getmro(adapter_cls)
+             if cls is not Adapter and cls is not object and issubclass(cls, Adapter)
+             and not (cls.__module__.startswith("facebench.") and not cls.__module__.startswith("facebench.baselines"))]
+    seen: set[str] = set()
+    while queue:
+        module = queue.pop(0)  # breadth first, in MRO order
+        name = getattr(module, "__name__", None)
+        if module is None or name is None or name in seen:
             continue
-        name = cls.__module__
-        if name.startswith("facebench.") and not name.startswith("facebench.baselines"):
-            continue
-        module = sys.modules.get(name)
+        seen.add(name)
         path = getattr(module, "__file__", None)
-        label = name
+        label = path if path and name.startswith("facebench_user_") else name
         try:
-            if path and path.endswith(".py"):
-                data = open(path, "rb").read()  # the bytes as they are now, never a stale line cache
-                label = path if name.startswith("facebench_user_") else name
-            else:
-                data = inspect.getsource(module or cls).encode()
+            data = open(path, "rb").read() if path and path.endswith(".py") else inspect.getsource(module).encode()
         except (OSError, TypeError):  # no source (built in, frozen, made in memory): its name stands for it
-            data = f"{name}.{cls.__qualname__}".encode()
-        hashes[label] = hashlib.sha256(data).hexdigest()[:16]
+            data = name.encode()
+        hashes[str(label)] = hashlib.sha256(data).hexdigest()[:16]
+        queue += [m for m in _imported_beside(module) if m.__name__ not in seen]
     return hashes
+
+
+def _imported_beside(module) -> list:
+    """Modules ``module`` uses (imported as modules or through names it imported) whose files lie in its own
+    folder or below: the model's helpers, not the libraries it calls."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return []
+    folder = Path(path).resolve().parent
+    found = {}
+    for value in vars(module).values():
+        used = value if inspect.ismodule(value) else sys.modules.get(getattr(value, "__module__", "") or "")
+        file = getattr(used, "__file__", None)
+        if used is None or used is module or not file or not file.endswith(".py"):
+            continue
+        resolved = Path(file).resolve()
+        installed = not used.__name__.startswith("facebench") and bool(
+            {"site-packages", "dist-packages"} & set(resolved.parts)
+            or any(resolved.is_relative_to(Path(p).resolve() / "lib") for p in {sys.prefix, sys.base_prefix}))
+        if resolved.is_relative_to(folder) and not installed:  # a library is the runtime's, not the model's
+            found[used.__name__] = used
+    return list(found.values())
+
+
+# facebench's own code that decides a result: geometry and image reading, runtimes, the harness and
+# framing, dataset readers, scoring and the metrics (not the report, the CLI or the farm)
+ENGINE = ("types.py", "adapter.py", "schemes.py", "imaging.py", "metric_specs.py", "runtimes", "run", "datasets",
+          "scoring", "metrics")
+
+
+@lru_cache(maxsize=1)
+def engine_hash() -> str:
+    """SHA-256 (16 hex digits) of facebench's result-deciding source (:data:`ENGINE`): a facebench that
+    decodes, crops or scores differently is a new run."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for entry in ENGINE:
+        target = root / entry
+        for file in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def artifact_hashes(artifacts) -> dict[str, str]:
@@ -121,6 +163,7 @@ def key_parts(adapter_cls: type[Adapter], runtime: str, protocol: Protocol, data
     return {
         "card": hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "code": code_hashes(adapter_cls),
+        "engine": engine_hash(),
         "artifacts": artifact_hashes(adapter_cls.card.artifacts),
         "runtime": runtime,
         "runtime_version": runtime_version(runtime),
@@ -157,6 +200,10 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     again, and the run re-scored, unless ``keep_failures``.
     """
     check_settings(threads, batch_size, workers)
+    for name, flag in (("force", force), ("skip_bad", skip_bad), ("keep_failures", keep_failures),
+                       ("progress", progress)):
+        if not isinstance(flag, bool):  # "no" would read as true
+            raise UsageError(f"{name} must be True or False, not {flag!r}")
     card = adapter_cls.card
     if card.options.get("untrained"):
         raise UntrainedModelError(f"{card.name} has untrained (random) weights: it is for cost and latency only, "

@@ -197,6 +197,11 @@ def _check_facebench_store(db: sqlite3.Connection, path: Path) -> None:
         raise StoreError(f"{path}: not a facebench store (an SQLite database with tables "
                          f"{', '.join(sorted(tables)[:5])}): move it aside or name another with --store")
     if "runs" in tables:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+        missing = {"key", "model", "protocol", "protocol_hash", "dataset_fingerprint", "status"} - columns
+        if missing:  # a table of the same name, another program's
+            raise StoreError(f"{path}: not a facebench store (its runs table lacks {', '.join(sorted(missing))}): "
+                             "move it aside or name another with --store")
         db.execute("SELECT count(*) FROM runs").fetchone()  # a damaged file fails here, not mid-report
 
 
@@ -218,6 +223,12 @@ class Store:
         if read_only is None:
             read_only = self.path.exists() and not _writable(self.path)
         self.read_only = read_only
+        if not read_only and not self.path.exists():
+            folder = next((p for p in (self.path.parent, *self.path.parent.parents) if p.exists()), None)
+            if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+                raise StoreError(f"cannot create the store {self.path}: {folder} is not writable; "
+                                 "name a store in a writable folder with --store")
+        existed = self.path.exists()
         try:
             if read_only:
                 self._db = _open_read_only(self.path)
@@ -232,6 +243,9 @@ class Store:
                 self._db.close()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise
+            if not existed:
+                raise StoreError(f"cannot create the store {self.path} ({exc}): is its folder writable? "
+                                 "Name another with --store") from None
             raise StoreError(f"{self.path}: not a facebench store, or corrupt ({exc}): move it aside "
                              "(the next run starts a new store there) or name another with --store") from None
         except StoreError:

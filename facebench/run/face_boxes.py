@@ -19,6 +19,7 @@ import numpy as np
 from facebench.errors import FacebenchError
 from facebench.metrics.detection import box_iou
 from facebench.protocol import FaceBox
+from facebench.run import activity
 from facebench.run.framing import FramingError, check_framing, describe, ground_truth_face
 from facebench.run.harness import Item, ItemResult, items_for, run_adapter
 from facebench.types import Box, Detection, ModelCard, detection_arrays
@@ -87,9 +88,11 @@ def face_box_items(rule: FaceBox, items: Sequence[Item], card: ModelCard,
 
     name = framing_detector(rule, card)
     detector = registry.resolve(name)()
-    detector.load(threads=threads)  # the detector's own runtime, whatever the landmark model runs on
     samples = list({item.sample.id: item.sample for item in items}.values())
-    found = {r.key: r for r in run_adapter(detector, items_for("detector", samples))}
+    # a detector that hangs is a timeout of this cell's items, named as the framing detector's
+    with activity.phase(f"framing detector {name}", [item.key for item in items]):
+        detector.load(threads=threads)  # the detector's own runtime, whatever the landmark model runs on
+        found = {r.key: r for r in run_adapter(detector, items_for("detector", samples), track=False)}
     kept, missed = [], []
     for item in items:
         result = found[item.sample.id]

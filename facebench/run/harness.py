@@ -80,8 +80,11 @@ def _describe(exc: BaseException) -> str:
 
 def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, workers: int = 2,
                 on_batch: Callable[[list[ItemResult]], None] | None = None,
-                progress: Callable[[int], None] | None = None) -> list[ItemResult]:
+                progress: Callable[[int], None] | None = None, track: bool = True) -> list[ItemResult]:
     """Run ``adapter`` over ``items``; results come back in item order.
+
+    ``track`` marks each item's phase in :mod:`facebench.run.activity` (off for a helper model,
+    such as a framing detector, whose caller marks the items it works for).
 
     ``on_batch`` receives each finished batch (the results store writes it
     at once, so an interrupted run keeps what it did); ``progress`` receives
@@ -95,7 +98,7 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
 
     def pre(item: Item):
         start = time.perf_counter()
-        with activity.phase("preprocess", [item.key]):
+        with activity.phase("preprocess", [item.key] if track else []):
             inputs, context = adapter.preprocess(item.sample, item.face_box)
             sizes[item.key] = image_size(item.sample)
         nbytes = _nbytes(inputs)
@@ -106,7 +109,7 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
     def post(item: Item, outputs, context, timing: ItemResult) -> ItemResult:
         start = time.perf_counter()
         try:
-            with activity.phase("postprocess", [item.key]):
+            with activity.phase("postprocess", [item.key] if track else []):
                 prediction = adapter.postprocess(outputs, context)
             check_prediction(prediction, card)
             check_within_image(prediction, sizes.pop(item.key))
@@ -160,7 +163,7 @@ def run_adapter(adapter: Adapter, items: Sequence[Item], batch_size: int = 8, wo
                     failed.append(ItemResult(item.key, None, f"preprocess: {_describe(exc)}"))
                 fill()
             fill()
-            submitted, forward_failed = _forward(adapter, batch, pool, post)
+            submitted, forward_failed = _forward(adapter, batch, pool, post, track)
             failed += forward_failed
             done = failed + [f.result() for _, f in in_flight]
             in_flight = submitted
@@ -185,7 +188,7 @@ def _finish(done, results, on_batch, progress):
         progress(len(done))
 
 
-def _forward(adapter, batch, pool, post) -> tuple[list[tuple[Item, Future]], list[ItemResult]]:
+def _forward(adapter, batch, pool, post, track: bool = True) -> tuple[list[tuple[Item, Future]], list[ItemResult]]:
     """Forward a batch (falling back to one item at a time on error); submit postprocessing.
 
     Returns the submitted postprocessing and the items whose forward failed."""
@@ -194,14 +197,14 @@ def _forward(adapter, batch, pool, post) -> tuple[list[tuple[Item, Future]], lis
     failed: list[ItemResult] = []
     per_item: list[tuple[dict | None, float]]
     try:
-        with activity.phase("forward", [b[0].key for b in batch]):
+        with activity.phase("forward", [b[0].key for b in batch] if track else []):
             outputs, seconds = _timed_forward(adapter, [b[1] for b in batch])
         per_item = [({k: v[i] for k, v in outputs.items()}, seconds / len(batch)) for i in range(len(batch))]
     except Exception:  # noqa: BLE001 - isolate the culprit below
         per_item = []
         for (_item, inputs, _, timing) in batch:
             try:
-                with activity.phase("forward", [_item.key]):
+                with activity.phase("forward", [_item.key] if track else []):
                     outputs, seconds = _timed_forward(adapter, [inputs])
                 per_item.append(({k: v[0] for k, v in outputs.items()}, seconds))
             except Exception as exc:  # noqa: BLE001
