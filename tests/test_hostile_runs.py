@@ -84,8 +84,9 @@ def test_a_run_that_evaluated_nothing_leaves_the_last_report(tmp_path):
     (out / "leaderboard.md").write_text("the last good report")
     result = CliRunner().invoke(main, ["run", "-m", str(tmp_path / "nofile.py") + ":X", "-p", "mini-ap50",
                                        "--store", str(tmp_path / "s.sqlite"), "--out", str(out), "--no-progress"])
-    assert result.exit_code == 1 and "not rewritten" in result.output
-    assert (out / "leaderboard.md").read_text() == "the last good report"
+    # an unresolvable model stops the command before any work (no store made, the report left be)
+    assert result.exit_code == 1 and "nothing was run" in result.output
+    assert (out / "leaderboard.md").read_text() == "the last good report" and not (tmp_path / "s.sqlite").exists()
 
 
 def test_names_that_become_files_are_plain_and_flags_are_booleans(tmp_path, mini_samples):

@@ -3,6 +3,7 @@ cell, workers die with their parent, and two runs on one store never compute the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -143,12 +144,13 @@ def test_exits_are_named_and_others_finish(hostile, tmp_path, mediapipe_assets, 
 def test_model_prints_never_reach_stdout(hostile, tmp_path, mediapipe_assets):
     proc = subprocess.run([sys.executable, "-m", "facebench", "run", "--no-progress", "--no-report",
                            "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "r"),
-                           "-m", f"{hostile}:Printer", "-p", "mini-ap50"],
+                           "-m", f"{hostile}:Printer", "-p", "mini-ap50", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "POLLUTION" not in proc.stdout
     assert "POLLUTION" in proc.stderr
-    assert "hostile-printer" in proc.stdout  # the table is still there
+    cells = json.loads(proc.stdout)["cells"]  # stdout is still the strict JSON the command prints
+    assert [(c["model"], c["status"]) for c in cells] == [("hostile-printer", "ran")]
 
 
 @pytest.mark.slow

@@ -14,9 +14,19 @@ from facebench.paths import default_store_path
 
 
 def _inventory(path: Path | None):
-    from facebench.farm.inventory import load_inventory
+    from facebench.farm.inventory import InventoryError, default_inventory_path, load_inventory
 
-    return load_inventory(path)
+    where = Path(path) if path is not None else default_inventory_path()
+    if not where.exists():  # the first thing a newcomer meets: say how to make one
+        example = Path(__file__).resolve().parents[2] / "devices" / "farm.example.toml"
+        shown = example if example.exists() else Path("devices/farm.example.toml")
+        given = ("named by --inventory" if path is not None
+                 else "the default: $FACEBENCH_DEVICES, else devices/farm.toml")
+        raise InventoryError(
+            f"{where}: no inventory file ({given}). Copy the example, {shown}, to devices/farm.toml and list "
+            "your phones in it, or name an inventory with --inventory PATH or $FACEBENCH_DEVICES "
+            "(the format: devices/README.md)")
+    return load_inventory(where)
 
 
 def _host_key(option: Path | None, inventory) -> Path:

@@ -51,9 +51,14 @@ from facebench.protocol import builtin_protocols, get_protocol
               callback=lambda ctx, param, value: _finite(value, "--item-timeout"),
               help="Seconds an item may stay in one phase (load, preprocess, forward, postprocess) before it "
                    "fails as a timeout and its cell goes on (0: no limit).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the cells (model, protocol, status, metrics) as one JSON object instead of the summary.")
 def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_size, workers, jobs, keep_failures,
-        max_failures, no_progress, skip_bad, no_report, item_timeout):
-    """Evaluate models on protocols, then write the leaderboard and the report."""
+        max_failures, no_progress, skip_bad, no_report, item_timeout, as_json):
+    """Evaluate models on protocols, then write the leaderboard and the report.
+
+    Prints a short summary (cells ran, reused, failed, skipped; where the files are): the tables are in
+    the report, and `facebench leaderboard` prints them."""
     from facebench.datasets import parse_roots, root_for, unavailable
     from facebench.results.cells import Cell, Settings, run_cells
     from facebench.results.evaluate import IncompatibleError, check_compatible
@@ -61,26 +66,35 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     root_map = parse_roots(roots)
     chosen = [get_protocol(p) for p in protocols_] if protocols_ else list(builtin_protocols().values())
     names = list(models_) or list(registry.available())
-    errors, refused, cells, ready, card_names = 0, 0, [], {}, {}
+    cards, unknown = {}, []
+    for name in names:  # every model name is resolved before any work: a typo costs nothing
+        try:
+            cards[name] = registry.resolve(name).card
+        except registry.RegistryError as exc:
+            unknown.append(f"error: {exc}")
+    for message in unknown:
+        click.echo(message, err=True)
+    if unknown and models_:  # named with -m: stop before anything runs (default: a broken plugin is said, skipped)
+        click.echo("nothing was run: fix the model names above (`facebench models` lists them)", err=True)
+        sys.exit(1)
+    errors, refused, cells, ready, card_names = len(unknown), 0, [], {}, {}
+    skipped: list[dict] = []  # cells left out before any work, each with its reason
     for protocol in chosen:
         root = root_for(protocol.dataset, root_map)
         reason = unavailable(protocol.dataset, protocol.split, root, protocol.root, skip_bad)
         if reason:
             click.echo(f"skip {protocol.id}: {reason}", err=True)
+            skipped.append({"model": None, "protocol": protocol.id, "status": "skipped", "reason": reason})
             errors += bool(protocols_)  # asked for by name: a failure; by default: a note
             continue
         ready[protocol.id] = (protocol, root)
-    for name in names:
-        try:
-            card = registry.resolve(name).card
-        except registry.RegistryError as exc:
-            click.echo(f"error: {exc}", err=True)
-            errors += 1
-            continue
+    for name, card in cards.items():
         card_names[name] = card.name
         if card.options.get("untrained"):
             click.echo(f"skip {card.name}: untrained (random) weights: it is for cost and latency only, "
                        "and no accuracy is reported for it", err=True)
+            skipped.append({"model": card.name, "protocol": None, "status": "skipped",
+                            "reason": "untrained (random) weights"})
             continue
         for protocol, root in ready.values():
             try:
@@ -88,12 +102,16 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
             except IncompatibleError as exc:
                 if models_ and (protocols_ or protocol.task in ("any", card.task)):
                     click.echo(f"skip {protocol.id} for {card.name}: {exc}", err=True)
+                    skipped.append({"model": card.name, "protocol": protocol.id, "status": "skipped",
+                                    "reason": str(exc)})
                     refused += 1
                 continue
             if protocol.metric == "early_exit" and not card.options.get("early_exit"):
                 if models_:  # asked for by name: say why nothing happens
                     click.echo(f"skip {protocol.id} for {card.name}: not a cascade that reports "
                                f"a prediction and an error estimate per stage", err=True)
+                    skipped.append({"model": card.name, "protocol": protocol.id, "status": "skipped",
+                                    "reason": "not a cascade"})
                 continue
             cells.append(Cell(name, protocol, root))
     if refused and not cells:  # everything asked for was refused: nothing ran, which is not a success
@@ -116,11 +134,13 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
         sys.exit(130)
     errors += sum(r.error for r in results)
     errors += _failure_errors(results, store_path, started, card_names, max_failures)
+    written: list[Path] = []
     if any(not r.error and not r.skipped for r in results):  # nothing evaluated: leave the last report be
-        _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]),
-                       {c.protocol.id for c in cells})
+        written = _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]))
     else:
         click.echo(f"no cell was evaluated: the report in {out} was not rewritten", err=True)
+    statuses = _cell_statuses(results, store_path, started, card_names) + skipped
+    _print_summary(statuses, written, store_path, store, as_json)
     if errors:
         sys.exit(1)
 
@@ -187,30 +207,95 @@ def _failure_errors(results, store_path: Path, started: float, card_names: dict[
     return errors
 
 
-def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str, ran: set[str]) -> None:
-    """Print the measured tables of the protocols just run (the papers' rows are in the files and the report),
-    then write the leaderboard files and the report."""
-    from facebench.report.leaderboard import leaderboard_rows, render, write_leaderboard_files
+def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str) -> list[Path]:
+    """Write the leaderboard files and the report (or, with --no-report, the leaderboard files and the
+    early-exit figures); return the paths written, the report page first."""
+    from facebench.report.leaderboard import leaderboard_rows, write_leaderboard_files
     from facebench.results.store import Store
 
     with Store(store_path) as db:
         rows = leaderboard_rows(db)
-        click.echo(render([r for r in rows if r.protocol in ran and r.kind != "reported"], "md"))
         if no_report:
             from facebench.report.html import early_exit_figures
 
-            written = write_leaderboard_files(rows, out) + early_exit_figures(db, rows, out)
-            click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
-            return
+            return write_leaderboard_files(rows, out) + early_exit_figures(db, rows, out)
         from facebench.report.html import write_report
 
         page = write_report(db, out, [command])
-    click.echo(f"report: {page}", err=True)
+    return [page, *(Path(out) / name for name in ("leaderboard.md", "leaderboard.csv", "results.json"))]
+
+
+def _cell_statuses(results, store_path: Path, started: float, card_names: dict[str, str]) -> list[dict]:
+    """One dict per cell run: model, protocol, status (ran, reused, failed, skipped), items, metrics."""
+    from facebench.results.store import Store
+
+    touched = {}
+    if results:
+        with Store(store_path) as db:
+            touched = {(r.model, r.protocol): r for r in db.runs_used_since(started)}
+    cells = []
+    for result in results:
+        model, protocol = card_names.get(result.cell.model, result.cell.model), result.cell.protocol.id
+        entry: dict = {"model": model, "protocol": protocol}
+        stored = touched.get((model, protocol))
+        if result.error:
+            entry["status"] = "failed"
+        elif result.skipped:
+            entry["status"] = "skipped"
+        elif stored is None:
+            entry["status"] = "failed"
+        else:
+            reused = stored.finished is not None and stored.finished < started
+            entry["status"] = "reused" if reused else "ran"
+        if result.error or result.skipped:
+            entry["reason"] = result.messages[0] if result.messages else None
+        if stored is not None and not result.error and not result.skipped:
+            entry.update(items=stored.n_items, failed_items=stored.n_failures, metrics=stored.metrics or {})
+        cells.append(entry)
+    return cells
+
+
+def _json_safe(value):
+    """NaN and infinities as null, so that the output is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_summary(cells: list[dict], written: list[Path], store_path: Path, store: Path | None,
+                   as_json: bool) -> None:
+    """The end of ``facebench run``: counts and where things are (or, with --json, the cells)."""
+    import json
+
+    counts = {s: sum(c["status"] == s for c in cells) for s in ("ran", "reused", "failed", "skipped")}
+    if as_json:
+        click.echo(json.dumps(_json_safe({"counts": counts, "cells": cells, "store": str(store_path),
+                                          "files": [str(p) for p in written]}), allow_nan=False, indent=1))
+        return
+    plural = "" if len(cells) == 1 else "s"
+    click.echo(f"{len(cells)} cell{plural}: {counts['ran']} ran, {counts['reused']} reused, "
+               f"{counts['failed']} failed, {counts['skipped']} skipped")
+    for cell in cells:
+        if cell["status"] == "failed":
+            click.echo(f"  failed: {cell['model']} on {cell['protocol']}")
+    page = [p for p in written if p.name == "index.html"]
+    boards = [p for p in written if p.name.startswith("leaderboard.")]
+    if page:
+        click.echo(f"report: {page[0]}")
+    if boards:
+        click.echo(f"leaderboard: {', '.join(str(p) for p in boards)}")
+    click.echo(f"results store: {store_path}")
+    click.echo("tables: facebench leaderboard" + (f" --store {store}" if store else ""))
 
 
 @main.command()
 @click.option("-p", "--protocol", "protocol", default=None, help="Only this protocol's rows.")
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html", "latex"]), default="md",
+              show_default=True)
 @click.option("--no-reported", is_flag=True, help="Leave out the rows reported in papers.")
 @click.option("--store", type=click.Path(path_type=Path), default=None)
 def leaderboard(protocol, fmt, no_reported, store):
@@ -238,7 +323,7 @@ def leaderboard(protocol, fmt, no_reported, store):
 @click.option("--store", type=click.Path(path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
 def plot(kind, protocols_, store, out):
-    """Draw one kind of figure (PNG and SVG) from the results store."""
+    """Draw one kind of figure (PNG, SVG and PDF; unchanged figures are not redrawn) from the results store."""
     from facebench.report import plots
     from facebench.report.html import figures_for
     from facebench.report.leaderboard import latency_only_rows, leaderboard_rows

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import warnings
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,9 @@ def read_wider_predictions(folder: str | Path) -> dict[str, np.ndarray]:
 
 
 def _read_wider_file(path: Path) -> np.ndarray:
+    """One submission file, parsed in one pass: the detection lines are split once and converted with
+    Python's ``float`` (the same numbers the line-by-line reader gives), then checked as one array. A file
+    that fails any check is read again line by line, so the error names the exact line."""
     lines = read_lines(path, PredictionFileError)
     if len(lines) < 2:
         raise PredictionFileError(f"{path}: expected the image name, a count, then 'x y w h score' lines")
@@ -60,8 +64,34 @@ def _read_wider_file(path: Path) -> np.ndarray:
         count = int(float(lines[1].strip()))
     except ValueError:
         raise PredictionFileError(f"{path}:2: expected a detection count, got {lines[1].strip()!r}") from None
+    body = lines[2:]
+    rows = list(map(str.split, body))
+    lengths = set(map(len, rows))
+    if 0 in lengths:  # blank lines are skipped, as before
+        rows = [r for r in rows if r]
+        lengths.discard(0)
+    values: np.ndarray | None = None
+    if lengths <= {5}:
+        try:
+            values = np.array(list(map(float, chain.from_iterable(rows))), dtype=np.float64).reshape(-1, 5)
+        except ValueError:
+            pass
+    if values is None or not np.isfinite(values).all():
+        return _read_wider_lines(path, body, count)  # raises, naming the line
+    negative = (values[:, 2] < 0) | (values[:, 3] < 0)
+    if negative.any():
+        numbers = [n for n, line in enumerate(body, start=3) if line.strip()]
+        for i in np.flatnonzero(negative):
+            _warn_negative(path, numbers[i], values[i], body[numbers[i] - 3])
+    if len(values) != count:
+        raise PredictionFileError(f"{path}:2: count says {count} detections, file has {len(values)}")
+    return values
+
+
+def _read_wider_lines(path: Path, body: list[str], count: int) -> np.ndarray:
+    """The line-by-line reader: the reference behaviour, used to name the first bad line."""
     rows = []
-    for lineno, line in enumerate(lines[2:], start=3):
+    for lineno, line in enumerate(body, start=3):
         if not line.strip():
             continue
         try:
@@ -71,13 +101,18 @@ def _read_wider_file(path: Path) -> np.ndarray:
         if len(row) != 5 or not np.all(np.isfinite(row)):
             raise PredictionFileError(
                 f"{path}:{lineno}: expected 5 finite numbers 'x y w h score', got {line.strip()!r}")
-        if row[2] < 0 or row[3] < 0:  # kept, as the official tool does (its own ground truth has some), but said
-            warnings.warn(f"{path}:{lineno}: negative box size (w {row[2]:g}, h {row[3]:g}) in {line.strip()!r}: "
-                          "scored as given (it matches no face)", PredictionFileWarning, stacklevel=2)
+        if row[2] < 0 or row[3] < 0:
+            _warn_negative(path, lineno, row, line)
         rows.append(row)
     if len(rows) != count:
         raise PredictionFileError(f"{path}:2: count says {count} detections, file has {len(rows)}")
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def _warn_negative(path: Path, lineno: int, row, line: str) -> None:
+    # kept, as the official tool does (its own ground truth has some), but said
+    warnings.warn(f"{path}:{lineno}: negative box size (w {row[2]:g}, h {row[3]:g}) in {line.strip()!r}: "
+                  "scored as given (it matches no face)", PredictionFileWarning, stacklevel=3)
 
 
 def read_fddb_predictions(path: str | Path) -> dict[str, np.ndarray]:

@@ -2,7 +2,7 @@
 
 From a stored run: a tidy CSV of the three curves (the model's policy over
 every threshold, random assignment of the same stage counts with its
-spread, the oracle) and a PNG of NME against mean cost with the protocol's
+spread, the oracle) and a figure (PNG, SVG, PDF) of NME against mean cost with the protocol's
 operating points marked. The curves are the ones the scorer stored
 (``Score.curves["early_exit"]``); a run stored before curves were kept has
 them recomputed from its per-face stage errors and estimates, with the
@@ -11,7 +11,6 @@ same options. Both files are written atomically beside the leaderboard.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 from facebench.metrics.early_exit import stop_stage
 from facebench.paths import check_name, write_atomic
 from facebench.protocol import Protocol
+from facebench.report import plots
 from facebench.results.store import Run
 from facebench.scoring import METRICS
 from facebench.scoring.early_exit import curves_from_dict, curves_table, operating_points, stage_costs
@@ -41,40 +41,41 @@ def run_curves(protocol: Protocol, card: ModelCard, per_item: dict[str, dict],
 
 
 def plot_curves(curves: pd.DataFrame, errors: np.ndarray, estimates: np.ndarray, costs: np.ndarray, unit: str,
-                operating_points, title: str) -> bytes:
-    """PNG bytes: NME (%) against mean cost, policy / random (± 1 s.d.) / oracle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+                operating_points, title: str, model: str = ""):
+    """The Figure: NME (%) against mean cost, policy (the model's colour) / random (± 1 s.d.) / oracle,
+    in the report's style (:func:`facebench.report.plots.style`)."""
+    from facebench.report.plots import GREY, ONE_COLUMN, log_axis, model_color, style
 
     scale, label = (1e6, f"mean M{unit}") if costs.max() >= 1e6 else (1e3, f"mean k{unit}")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for method, color, ls in (("oracle", "tab:green", "--"), ("random", "tab:gray", ":"), ("model", "tab:blue", "-")):
-        c = curves[curves.method == method].sort_values("macs")
-        name = {"model": "estimated error (policy)", "random": "random, same stage counts", "oracle": "oracle"}[method]
-        ax.plot(c.macs / scale, 100 * c.nme, label=name, drawstyle="default", color=color, ls=ls)
-        if method == "random":
-            ax.fill_between(c.macs / scale, 100 * (c.nme - c.nme_std), 100 * (c.nme + c.nme_std),
-                            color="tab:gray", alpha=0.2, lw=0)
-    cumulative = np.cumsum(costs)
-    faces = np.arange(len(errors))
-    for t in operating_points:
-        stop = stop_stage(estimates, float(t))
-        x, y = cumulative[stop].mean() / scale, 100 * errors[faces, stop].mean()
-        ax.plot([x], [y], "o", color="tab:red")
-        ax.annotate(f"T={t:g}\n{stop.mean() + 1:.2f} stages", (x, y), textcoords="offset points", xytext=(6, 6),
-                    fontsize=8)
-    ax.set_xlabel(label)
-    ax.set_ylabel("NME (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    policy = model_color(model) if model else "#0072b2"
+    with style() as plt:
+        fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.6))
+        for method, color, ls in (("oracle", "#000000", "--"), ("random", GREY, ":"), ("model", policy, "-")):
+            c = curves[curves.method == method].sort_values("macs")
+            name = {"model": "estimated error (policy)", "random": "random, same stage counts",
+                    "oracle": "oracle"}[method]
+            ax.plot(c.macs / scale, 100 * c.nme, label=name, color=color, ls=ls)
+            if method == "random":
+                ax.fill_between(c.macs / scale, 100 * (c.nme - c.nme_std), 100 * (c.nme + c.nme_std),
+                                color=GREY, alpha=0.25, lw=0)
+        cumulative = np.cumsum(costs)
+        faces = np.arange(len(errors))
+        for t in operating_points:
+            stop = stop_stage(estimates, float(t))
+            x, y = cumulative[stop].mean() / scale, 100 * errors[faces, stop].mean()
+            ax.plot([x], [y], "o", color=policy, mec="black", mew=0.6, ms=4, zorder=4)
+            ax.annotate(f"T={t:g}: {stop.mean() + 1:.2f} stages", (x, y), textcoords="offset points",
+                        xytext=(5, 4), fontsize=5.5)
+        ax.set_xlabel(label)
+        ax.set_ylabel("NME (%)")
+        ax.set_title(title)
+        ax.grid(True)
+        ax.legend()
+        fig.tight_layout()
+        if cumulative.max() / max(cumulative.min(), 1e-12) >= 10:  # a wide cost range: log axis, plain ticks
+            log_axis(ax, "x")
+            fig.tight_layout()
+    return fig
 
 
 def write_early_exit(out_dir: str | Path, protocol: Protocol, run: Run, per_item: dict[str, dict],
@@ -86,10 +87,15 @@ def write_early_exit(out_dir: str | Path, protocol: Protocol, run: Run, per_item
     curves, errors, estimates, unit = run_curves(protocol, card, per_item, stored)
     costs, _ = stage_costs(card)
     options = METRICS[protocol.metric].resolve(protocol.options)
-    stem = Path(out_dir) / "early-exit" / check_name(f"{protocol.id}--{run.model}")
-    table = curves.rename(columns={"macs": f"mean_{unit.lower()}"})
-    csv = write_atomic(stem.with_suffix(".csv"), table.to_csv(index=False))
-    png = write_atomic(stem.with_suffix(".png"), plot_curves(
-        curves, errors, estimates, costs, unit, operating_points(options, card),
-        f"{run.model} on {protocol.id}: {len(errors)} faces, {errors.shape[1]} stages"))
+    name = check_name(f"{protocol.id}--{run.model}")
+    stem = Path(out_dir) / "early-exit" / name
+    table = curves.rename(columns={"macs": f"mean_{unit.lower()}"}).to_csv(index=False)
+    csv = stem.with_suffix(".csv")
+    if not csv.exists() or csv.read_text() != table:  # unchanged: not rewritten
+        write_atomic(csv, table)
+    points = operating_points(options, card)
+    title = f"{run.model} on {protocol.id}: {len(errors)} faces, {errors.shape[1]} stages"
+    payload = [curves, errors, estimates, costs, unit, [float(t) for t in points], title, run.model]
+    png = plots.cached(Path(out_dir), f"early-exit/{name}", payload,
+                       lambda: plot_curves(curves, errors, estimates, costs, unit, points, title, run.model))
     return csv, png

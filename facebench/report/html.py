@@ -1,6 +1,6 @@
 """``facebench report``: the leaderboard and every figure as one HTML page.
 
-``<out>/index.html`` with the PNGs next to it (SVGs beside them), one section
+``<out>/index.html`` with the PNGs next to it (SVG and PDF beside them), one section
 per protocol: what it measures, its table (measured and reported rows), its
 figures; then device latency, the environment, and the commands that
 produced the page. Also writes ``leaderboard.md``, ``leaderboard.csv`` and
@@ -143,6 +143,15 @@ def _named(runs: list[Run]) -> list[Run]:
     return kept
 
 
+def _figure_html(png: Path, out: Path) -> str:
+    """A figure's PNG on the page, with links to its vector copies (SVG, PDF) for papers."""
+    rel = png.relative_to(out).as_posix()
+    links = " ".join(f'<a href="{html.escape(rel[:-3] + fmt)}">{fmt.upper()}</a>' for fmt in ("svg", "pdf")
+                     if png.with_suffix(f".{fmt}").exists())
+    return (f'<figure><img src="{html.escape(rel)}" alt="{html.escape(png.stem)}">'
+            + (f'<figcaption class="none">vector: {links}</figcaption>' if links else "") + "</figure>")
+
+
 def _environment() -> dict:
     from facebench.results.environment import environment
 
@@ -177,17 +186,22 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
                         f"<code>facebench run -p {html.escape(pid)}" + (" --root ..." if protocol.root else "")
                         + "</code>" + (f"; --root must hold {html.escape(protocol.root)}" if protocol.root else "")
                         + ".</p>")
-        for figure in figures_for(store, protocol, rows, out):
-            rel = figure.relative_to(out).as_posix()
-            body.append(f'<img src="{html.escape(rel)}" alt="{html.escape(figure.stem)}">')
+        figures = figures_for(store, protocol, rows, out)
+        if "tradeoff" in METRICS[protocol.metric].figures and not any(f.stem.startswith("tradeoff-") for f in figures):
+            body.append('<p class="none">No tradeoff figure: nothing measured on MACs/latency.</p>')
+        body += [_figure_html(figure, out) for figure in figures]
         sections.append("\n".join(body))
         n_reported = sum(r.kind == "reported" for r in group)
         toc.append(f'<li><a href="#{html.escape(pid)}">{html.escape(pid)}</a> '
                    f"({measured} measured, {n_reported} reported)</li>")
+    from facebench.report.gallery import write_gallery
+
+    gallery = write_gallery(store, rows, protocols, out)  # the worst faces of each landmark model, drawn
+    if gallery:
+        sections.append(gallery)
     latency = plots.latency(rows + latency_only_rows(store, rows), out)
     if latency is not None:
-        sections.append('<h2 id="latency">Latency per device</h2>'
-                        f'<img src="{latency.name}" alt="latency">')
+        sections.append('<h2 id="latency">Latency per device</h2>' + _figure_html(latency, out))
     env = _environment()
     commands = commands or []
     page = f"""<!doctype html>

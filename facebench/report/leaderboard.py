@@ -1,4 +1,4 @@
-"""The leaderboard: measured rows and the papers' rows, per protocol, in four formats.
+"""The leaderboard: measured rows and the papers' rows, per protocol, in five formats.
 
 A measured row is keyed on (model, protocol id, protocol content hash,
 dataset fingerprint): the newest complete run of each key is its row. So a
@@ -16,6 +16,12 @@ the headline metric: context, not a ranking, since the data differ.
 Latency is per device: measured runs give the host CPU's forward time per
 item (batched, median and 10th-90th percentile); device-farm results add
 their phones; reported rows carry the paper's device.
+
+Units: JSON and CSV keep every metric as stored (NME and AP as fractions). The
+human-facing tables (md, html, latex) show NME-like and AP-like columns
+(:func:`column_kind`) as percentages: ``nme (%)`` in the header, the value
+times 100 with 2 decimals. ``latex`` is one booktabs table per protocol for a
+paper (:func:`render_latex`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from facebench.report.reported import OTHER_DATA, reported
 from facebench.results.store import Run, Store
 from facebench.scoring import METRICS
 
-FORMATS = ("md", "csv", "json", "html")
+FORMATS = ("md", "csv", "json", "html", "latex")
 CURRENT, STALE, UNCHECKED = "current", "stale protocol", "protocol file not given"
 REPORTED_BLOCK = "Reported (not measured here)"
 
@@ -259,6 +265,64 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+_NME_LIKE = re.compile(r"nme|^yaw(balanced|[\[(][^_]*)$|^(random|oracle)@")
+_AP_LIKE = re.compile(r"^ap\d*$")
+_LOWER = re.compile(r"(^|_)fr$|jitter|missed|(^|_)failed$|^stages@|^cost@")
+_HIGHER = re.compile(r"auc|recall|precision|^tpr@")
+
+
+def column_kind(column: str, protocol: Protocol | None = None) -> str:
+    """"nme" (an NME, shown in %, lower is better), "ap" (an average precision, shown in %, higher is better)
+    or "" (anything else: shown as stored).
+
+    The rule, by name: a column containing ``nme``, a yaw bin or ``yawbalanced`` (AFLW2000-3D's NMEs), or
+    ``random@``/``oracle@`` (early-exit NMEs) is an NME; ``ap``, ``ap50``, ... is an AP. By the protocol's
+    metric: a ``regions`` protocol's ``all`` and region columns are NMEs, a ``wider_ap`` protocol's
+    settings (easy, medium, hard) are APs."""
+    if _NME_LIKE.search(column):
+        return "nme"
+    if _AP_LIKE.match(column):
+        return "ap"
+    if protocol is not None:
+        options = METRICS[protocol.metric].resolve(protocol.options) if protocol.metric in METRICS else {}
+        if protocol.metric == "regions" and column in {"all", *options.get("regions", ())}:
+            return "nme"
+        if protocol.metric == "wider_ap" and column in set(options.get("settings", ())):
+            return "ap"
+    return ""
+
+
+def lower_is_better(column: str, protocol: Protocol | None = None) -> bool | None:
+    """Which way a column is better, for marking the best value: the protocol's headline column as its
+    metric's record says; NME-like, FR-like (``fr``, ``*_fr``), jitter, missed, failed, stages and cost
+    columns lower; AP-like, AUC, recall, precision and TPR columns higher; None for anything else (counts:
+    faces, points, detections, operating points), which is never marked."""
+    rule = headline(protocol)
+    if rule is not None and rule[0] == column:
+        return rule[1]
+    kind = column_kind(column, protocol)
+    if kind:
+        return kind == "nme"
+    if _LOWER.search(column):
+        return True
+    if _HIGHER.search(column):
+        return False
+    return None
+
+
+def _column_label(column: str, protocol: Protocol | None) -> str:
+    """A human-facing table's header of a metric column: ``nme (%)`` for a percentage."""
+    return f"{column} (%)" if column_kind(column, protocol) else column
+
+
+def _metric_text(column: str, value, protocol: Protocol | None) -> str:
+    """A human-facing table's metric cell: a percentage column's value times 100 with 2 decimals."""
+    number = _number(value)
+    if number is not None and column_kind(column, protocol):
+        return f"{number * 100:.2f}"
+    return _fmt(value)
+
+
 def _latency_text(latency: dict[str, Latency]) -> str:
     parts = []
     for device, t in latency.items():
@@ -332,7 +396,9 @@ def measured_table(pid: str, group: list[Row], protocols: dict[str, Protocol]) -
     """Header and cells of a protocol's measured (or stale) rows, in the order given."""
     columns = _columns(pid, group, protocols)
     points = [] if "points" in columns else ["points"]
-    header = ["model", "kind", *columns, "framing", *points, "dataset (faces)", "MACs (M)", "params", "latency",
+    protocol = protocols.get(pid)
+    labels = [_column_label(c, protocol) for c in columns]
+    header = ["model", "kind", *labels, "framing", *points, "dataset (faces)", "MACs (M)", "params", "latency",
               "failures", "date", "versions", "source"]
     body = []
     for r in group:
@@ -340,7 +406,7 @@ def measured_table(pid: str, group: list[Row], protocols: dict[str, Protocol]) -
         failures = f"{r.failures}/{r.items}" if r.items is not None else ""
         kind = STALE if r.kind == "stale" else r.kind
         source = "facebench" + (f" (protocol {r.protocol_hash}: {r.status})" if r.status != CURRENT else "")
-        body.append([r.model, kind, *[_fmt(r.metrics.get(c)) for c in columns], r.framing or "",
+        body.append([r.model, kind, *[_metric_text(c, r.metrics.get(c), protocol) for c in columns], r.framing or "",
                      *[_fmt(r.points) for _ in points], _dataset_text(r),
                      f"{r.macs / 1e6:.1f}" if r.macs else "", _fmt(r.parameters),
                      _latency_text(r.latency), failures, r.date, versions, source])
@@ -351,16 +417,17 @@ def reported_table(pid: str, group: list[Row], measured: list[Row],
                    protocols: dict[str, Protocol]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of a protocol's reported rows, with their data, setting and the delta to measured rows."""
     columns = _columns(pid, group, protocols)
-    header = ["model", "kind", *columns, "vs measured here", "variant", "normalisation / test setting", "basis",
-              "measured on", "points", "MACs (M)", "GFLOPs", "params (M)", "latency", "read from image", "source"]
     protocol = protocols.get(pid)
+    labels = [_column_label(c, protocol) for c in columns]
+    header = ["model", "kind", *labels, "vs measured here", "variant", "normalisation / test setting", "basis",
+              "measured on", "points", "MACs (M)", "GFLOPs", "params (M)", "latency", "read from image", "source"]
     body = []
     for r in group:
         source = r.source + (f" <{r.source_location}>" if r.source_location else "")
         if r.note:
             source += f" ({r.note})"
         params = r.parameters
-        body.append([r.model, r.kind, *[_fmt(r.metrics.get(c)) for c in columns],
+        body.append([r.model, r.kind, *[_metric_text(c, r.metrics.get(c), protocol) for c in columns],
                      versus_measured(r, measured, protocol), r.variant or "", r.normalisation or "",
                      r.basis or "", r.dataset, _fmt(r.points),
                      f"{r.macs / 1e6:.1f}" if r.macs else "", f"{r.gflops:g}" if r.gflops else "",
@@ -435,6 +502,8 @@ def render(rows: list[Row], fmt: str, protocols: dict[str, Protocol] | None = No
         return _render_csv(rows)
     if fmt == "html":
         return render_html_tables(rows, protocols)
+    if fmt == "latex":
+        return render_latex(rows, protocols)
     if fmt != "md":
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     lines = ["# facebench leaderboard", ""]
@@ -528,3 +597,116 @@ def write_leaderboard_files(rows: list[Row], out: Path, protocols: dict[str, Pro
 
     return [write_atomic(Path(out) / name, render(rows, fmt, protocols))
             for name, fmt in (("leaderboard.md", "md"), ("leaderboard.csv", "csv"), ("results.json", "json"))]
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
+
+
+def latex_escape(text) -> str:
+    """Text as LaTeX typesets it literally: ``\\ & % $ # _ { } ~ ^`` escaped, on one line."""
+    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group(0)], _md_line(str(text)))
+
+
+def _latex_value(column: str, value, protocol: Protocol | None) -> str:
+    text = _metric_text(column, value, protocol)
+    return "--" if text in ("", "nan") else latex_escape(text)
+
+
+def _best(column: str, rows: list[Row], protocol: Protocol | None) -> float | None:
+    """The best finite value of ``column`` among ``rows`` (None: no direction, or no value)."""
+    lower = lower_is_better(column, protocol)
+    values = [v for v in (_number(r.metrics.get(column)) for r in rows) if v is not None]
+    if lower is None or not values:
+        return None
+    return min(values) if lower else max(values)
+
+
+def _units_text(columns: list[str], protocol: Protocol | None) -> str:
+    nme = [c for c in columns if column_kind(c, protocol) == "nme"]
+    ap = [c for c in columns if column_kind(c, protocol) == "ap"]
+    norm = protocol.options.get("norm", "inter-ocular") if protocol is not None else ""
+    parts = []
+    if nme:
+        parts.append(f"{', '.join(nme)} in % of the {norm} distance" if norm else f"{', '.join(nme)} in %")
+    if ap:
+        parts.append(f"{', '.join(ap)} in %")
+    fractions = [c for c in columns if c not in nme and c not in ap and lower_is_better(c, protocol) is not None]
+    if fractions:
+        parts.append(f"{', '.join(fractions)} as fractions")
+    return "; ".join(parts)
+
+
+def _latex_table(pid: str, group: list[Row], protocols: dict[str, Protocol]) -> str:
+    protocol = protocols.get(pid)
+    measured = [r for r in group if r.kind == "measured"]
+    rep = [r for r in group if r.kind == "reported"]
+    columns = _columns(pid, measured + rep, protocols)
+    extra = ["framing", *([] if "points" in columns else ["points"])]
+    best = {c: _best(c, measured, protocol) for c in columns}
+    header = ["model", *[_column_label(c, protocol) for c in columns], *extra]
+    spec = "l" + "r" * len(columns) + "l" + ("r" if "points" in extra else "")
+    lines = [r"\begin{table}[tbp]", r"\centering"]
+    if protocol is not None:
+        split = f", split {protocol.split}" if protocol.split else ""
+        faces = sorted({r.faces for r in measured if r.faces is not None})
+        counted = (f"{protocol.faces} faces" if protocol.faces else
+                   f"{', '.join(str(n) for n in faces)} faces" if faces else "face count not known")
+        what = f"{pid}: {protocol.title}. Data: {protocol.dataset}{split} ({counted})"
+    else:
+        what = f"{pid}: measured on {OTHER_DATA.get(pid, 'data no built-in protocol runs on')}"
+    units = _units_text(columns, protocol)
+    caption = latex_escape(what + (f". Units: {units}" if units else "") + ". Bold: best measured value per column")
+    if rep:
+        caption += r"; rows marked $^\dagger$ are reported, not measured here"
+    lines.append(r"\caption{" + caption + ".}")
+    lines.append(r"\label{tab:" + re.sub(r"[^A-Za-z0-9:.-]", "-", pid) + "}")
+    lines += [r"\begin{tabular}{" + spec + "}", r"\toprule",
+              " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+
+    def cells(r: Row, reported: bool) -> list[str]:
+        out = []
+        for c in columns:
+            text = _latex_value(c, r.metrics.get(c), protocol)
+            value = _number(r.metrics.get(c))
+            if reported and text != "--":
+                text = r"\textit{" + text + "}"
+            elif not reported and value is not None and best[c] is not None and value == best[c]:
+                text = r"\textbf{" + text + "}"
+            out.append(text)
+        framing = latex_escape(r.framing) if r.framing else "--"
+        points = [] if "points" in columns else [_latex_value("points", r.points, protocol)]
+        return out + [framing, *points]
+
+    for r in measured:
+        lines.append(" & ".join([latex_escape(r.model), *cells(r, False)]) + r" \\")
+    if not measured:
+        lines.append(r"\multicolumn{" + str(len(header)) + r"}{l}{no measured row} \\")
+    if rep:
+        lines.append(r"\midrule")
+        lines.append(r"\multicolumn{" + str(len(header)) + r"}{l}{\textit{"
+                     + latex_escape(REPORTED_BLOCK) + r"}} \\")
+        for r in rep:
+            name = latex_escape(r.model + (f" ({r.variant})" if r.variant else ""))
+            lines.append(" & ".join([r"\textit{" + name + r"}$^\dagger$", *cells(r, True)]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if rep:
+        lines += [r"\par\smallskip", r"{\footnotesize $^\dagger$ reported, not measured here: the authors' own data, "
+                  r"crops and settings (\texttt{facebench leaderboard --format md} names each source).}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines)
+
+
+def render_latex(rows: list[Row], protocols: dict[str, Protocol]) -> str:
+    """One booktabs table per protocol (needs ``\\usepackage{booktabs}``): the measured rows, the best value of
+    each column with a direction (:func:`lower_is_better`) in bold among them, then the reported rows in their
+    own block, in italics with a dagger. Stale rows are left out (not comparable). Every cell is escaped."""
+    parts = ["% facebench leaderboard; needs \\usepackage{booktabs}"]
+    for pid, group in _grouped(rows).items():
+        group = [r for r in group if r.kind in ("measured", "reported")]
+        if group:
+            parts.append(_latex_table(pid, group, protocols))
+    if len(parts) == 1:
+        parts.append("% no results yet: run `facebench run`")
+    return "\n\n".join(parts) + "\n"
