@@ -83,3 +83,18 @@ def test_incompatible_model_is_skipped_with_the_reason_before_running(tmp_path, 
     assert result.exit_code == 1  # nothing that was asked for could run
     with Store(store) as db:
         assert db.runs(status=None) == []
+
+
+@pytest.mark.slow
+def test_the_error_gallery_draws_faces_of_a_dataset_given_by_root(dlib_model, mini_samples, tmp_path):
+    """`facebench run` passes its --root on to the report, so the gallery can read a user's images."""
+    pytest.importorskip("dlib")
+    root = tmp_path / "wflw"
+    _write_wflw(root, mini_samples)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "-p", "wflw-io", "-m", "dlib-68", "--root", f"wflw={root}",
+                                       "--store", str(tmp_path / "s.sqlite"), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    crops = sorted((out / "gallery").glob("wflw-io--dlib-68-*.png"))
+    assert len(crops) == 4
+    assert crops[0].name in (out / "index.html").read_text()

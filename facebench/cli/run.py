@@ -136,7 +136,8 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     errors += _failure_errors(results, store_path, started, card_names, max_failures)
     written: list[Path] = []
     if any(not r.error and not r.skipped for r in results):  # nothing evaluated: leave the last report be
-        written = _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]))
+        ran_roots = {c.protocol.dataset: c.root for c in cells if c.root is not None}
+        written = _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]), ran_roots)
     else:
         click.echo(f"no cell was evaluated: the report in {out} was not rewritten", err=True)
     statuses = _cell_statuses(results, store_path, started, card_names) + skipped
@@ -207,7 +208,8 @@ def _failure_errors(results, store_path: Path, started: float, card_names: dict[
     return errors
 
 
-def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str) -> list[Path]:
+def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str,
+                   roots: dict[str, Path] | None = None) -> list[Path]:
     """Write the leaderboard files and the report (or, with --no-report, the leaderboard files and the
     early-exit figures); return the paths written, the report page first."""
     from facebench.report.leaderboard import leaderboard_rows, write_leaderboard_files
@@ -221,7 +223,7 @@ def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str) -
             return write_leaderboard_files(rows, out) + early_exit_figures(db, rows, out)
         from facebench.report.html import write_report
 
-        page = write_report(db, out, [command])
+        page = write_report(db, out, [command], roots=roots)
     return [page, *(Path(out) / name for name in ("leaderboard.md", "leaderboard.csv", "results.json"))]
 
 
@@ -350,13 +352,19 @@ def plot(kind, protocols_, store, out):
 @main.command("report")
 @click.option("--store", type=click.Path(path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
-def report_cmd(store, out):
+@click.option("--root", "roots", multiple=True,
+              help="As for run: NAME=PATH (or PATH), so the error gallery can draw faces of that dataset.")
+def report_cmd(store, out, roots):
     """Write <out>/index.html: every table and figure, the environment and the commands."""
+    from facebench.datasets import DATASETS, parse_roots, root_for
     from facebench.report.html import write_report
     from facebench.results.store import Store
 
+    root_map = parse_roots(roots)
+    found = {name: root_for(name, root_map) for name in DATASETS}
     with Store(_existing_store(store)) as db:
-        page = write_report(db, out, ["facebench " + " ".join(sys.argv[1:])])
+        page = write_report(db, out, ["facebench " + " ".join(sys.argv[1:])],
+                            roots={name: path for name, path in found.items() if path is not None})
     click.echo(str(page))
 
 

@@ -159,8 +159,9 @@ def _environment() -> dict:
 
 
 def write_report(store: Store, out: str | Path, commands: list[str] | None = None,
-                 protocols: dict[str, Protocol] | None = None) -> Path:
-    """Write the page and everything it shows; return the path of index.html."""
+                 protocols: dict[str, Protocol] | None = None, roots: dict[str, Path] | None = None) -> Path:
+    """Write the page and everything it shows; return the path of index.html. ``roots`` (dataset name ->
+    its copy) lets the error gallery draw faces of datasets that are not embedded."""
     out = Path(out)
     protocols = protocols if protocols is not None else builtin_protocols()
     rows = leaderboard_rows(store, protocols=protocols)
@@ -196,7 +197,7 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
                    f"({measured} measured, {n_reported} reported)</li>")
     from facebench.report.gallery import write_gallery
 
-    gallery = write_gallery(store, rows, protocols, out)  # the worst faces of each landmark model, drawn
+    gallery = write_gallery(store, rows, protocols, out, roots)  # the worst faces of each landmark model, drawn
     if gallery:
         sections.append(gallery)
     latency = plots.latency(rows + latency_only_rows(store, rows), out)
