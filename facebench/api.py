@@ -104,7 +104,7 @@ def leaderboard(store: str | Path | None = None, protocol: str | None = None, re
         rows = leaderboard_rows(db, protocol, include_reported=reported)
     records = []
     for row in rows:
-        data = row if isinstance(row, dict) else row.to_dict()
+        data = row.to_dict()
         flat = {k: v for k, v in data.items() if k not in ("metrics", "latency", "versions")}
         flat.update({f"metric:{k}": v for k, v in (data.get("metrics") or {}).items()})
         records.append(flat)

@@ -60,8 +60,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def image_size(sample) -> tuple[int, int]:
-    """(width, height) of a sample's image: from its attributes or file header where it can, else decoded."""
-    size = sample.attributes.get("image_size")
+    """(width, height) of a sample's image without decoding it where it can: its attributes, the image's own
+    ``pixel_size`` (rendered and in-memory images), or the file header; else decoded."""
+    size = sample.attributes.get("image_size") or getattr(sample.image, "pixel_size", None)
     if size is not None:
         return int(size[0]), int(size[1])
     path = getattr(sample.image, "path", None)

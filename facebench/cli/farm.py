@@ -161,8 +161,8 @@ def bench(models, device_names, gpu, threads, runs, warmup, cooldown, repeat, fp
         latency = {k: v for k, v in device_latency(db.device_results(status="ok")).items() if k in names}
     for model, by_device in sorted(latency.items()):
         for label, t in by_device.items():
-            click.echo(f"{model:<28} {label:<40} {t['median_ms']:9.3f} ms  "
-                       f"({t['p10_ms']:.3f}-{t['p90_ms']:.3f}, n={t['n']})")
+            click.echo(f"{model:<28} {label:<40} {t.median_ms:9.3f} ms  "
+                       f"({t.p10_ms:.3f}-{t.p90_ms:.3f}, n={t.n})")
     failed = [m for m in measured if m.status != "ok"]
     if not measured:
         click.echo("nothing to do: every measurement is already in the store", err=True)

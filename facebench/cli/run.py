@@ -337,7 +337,7 @@ def plot(kind, protocols_, store, out):
         if kind == "latency":
             written = [plots.latency(rows + latency_only_rows(db, rows), out)]
         else:
-            ids = protocols_ or sorted({r["protocol"] for r in rows if r["kind"] == "measured"})
+            ids = protocols_ or sorted({r.protocol for r in rows if r.kind == "measured"})
             written = []
             for pid in ids:
                 protocol = all_protocols.get(pid) or get_protocol(pid)

@@ -62,6 +62,12 @@ class _InlineImage:
     def __init__(self, array):
         self.array = array
 
+    @property
+    def pixel_size(self) -> tuple[int, int]:
+        """(width, height), known without converting the array."""
+        height, width = np.shape(self.array)[:2]
+        return width, height
+
     def __call__(self) -> np.ndarray:
         a = np.asarray(self.array)
         if a.ndim == 2:

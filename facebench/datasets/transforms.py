@@ -35,7 +35,12 @@ class Rendered:
     """An image made by warping sources onto a canvas, on demand (uint8 RGB)."""
 
     def __init__(self, size: tuple[int, int], layers, fill: float = 0.0):
-        self.size, self.layers, self.fill = size, layers, fill
+        self.size, self.layers, self.fill = size, layers, fill  # size: (height, width)
+
+    @property
+    def pixel_size(self) -> tuple[int, int]:
+        """(width, height), known without rendering."""
+        return self.size[1], self.size[0]
 
     def __call__(self) -> np.ndarray:
         out = np.full((*self.size, 3), self.fill, np.float32)
