@@ -36,6 +36,13 @@ class Adapter(abc.ABC):
 
     card: ClassVar[ModelCard]
 
+    @classmethod
+    def unavailable(cls) -> tuple[str, str | None] | None:
+        """``(why, fix)`` when this model cannot load here for a reason its card's ``extras`` and
+        ``platforms`` do not say (a file the user brings); None when it can. Checked, without loading,
+        by ``facebench models``, ``predict`` and ``run``."""
+        return None
+
     @abc.abstractmethod
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
         """Build the runtime session(s) from the card's artifacts, once, before any item.

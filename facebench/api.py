@@ -121,6 +121,7 @@ def predict(model: str, images: Sequence[str | Path], detector: str | None = Non
 def _adapter_class(model: str | type[Adapter]) -> type[Adapter]:
     if isinstance(model, type) and issubclass(model, Adapter):
         return model
+    registry.check_usable(str(model), with_detector=False)  # a missing extra: MissingExtra with the fix
     return registry.resolve(str(model))
 
 

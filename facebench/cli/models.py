@@ -17,25 +17,36 @@ from facebench.protocol import builtin_protocols
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json):
-    """List registered models with their cards."""
-    cards, errors = [], []
+    """List registered models with their cards, and whether each one runs in this install.
+
+    A model that does not gets the reason and the one command that makes it run (an extra to install);
+    "pulls on first use" names weights not in the asset cache yet (`facebench assets pull` fetches them
+    ahead, for offline use)."""
+    cards, usable, errors = [], {}, []
     for name in registry.available():
         try:
-            cards.append(registry.resolve(name).card)
+            card = registry.resolve(name).card
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             errors.append((name, f"{type(exc).__name__}: {exc}"))
+            continue
+        cards.append(card)
+        usable[card.name] = registry.usability(name)
     if as_json:
-        click.echo(json.dumps({"models": [c.to_dict() for c in cards],
+        click.echo(json.dumps({"models": [{**c.to_dict(), "usable": usable[c.name].to_dict()} for c in cards],
                                "errors": [{"name": n, "error": e} for n, e in errors]}, indent=2))
     else:
-        click.echo(f"{'name':<22} {'task':<10} {'scheme':<14} {'input':<16} {'MACs':>10}  artifacts")
+        click.echo(f"{'name':<24} {'task':<10} {'scheme':<13} {'input':<12} {'MACs':>10}  usable here")
         for c in cards:
-            size = "x".join(str(d) for d in c.input_shape[1:])
-            arts = ", ".join(f"{k}:{v}" for k, v in c.artifacts.items())
+            size = "x".join("any" if d == -1 else str(d) for d in c.input_shape[1:])
             macs = f"{c.total_macs / 1e6:>9.1f}M" if c.macs else f"{'n/a':>10}"
-            click.echo(f"{c.name:<22} {c.task:<10} {c.scheme:<14} {size:<16} {macs}  {arts}")
+            u = usable[c.name]
+            if u.usable:
+                state = "yes" + (f" (pulls {len(u.to_pull)} file(s) on first use)" if u.to_pull else "")
+            else:
+                state = f"no: {u.reason}" + (f"; {u.fix}" if u.fix else "")
+            click.echo(f"{c.name:<24} {c.task:<10} {c.scheme:<13} {size:<12} {macs}  {state}")
         for name, error in errors:
-            click.echo(f"{name:<22} cannot be loaded: {error}", err=True)
+            click.echo(f"{name:<24} cannot be loaded: {error}", err=True)
     if errors:
         sys.exit(1)
 

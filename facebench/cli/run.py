@@ -90,6 +90,13 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
         ready[protocol.id] = (protocol, root)
     for name, card in cards.items():
         card_names[name] = card.name
+        usable = registry.usability(name, with_detector=False)  # a framing detector is checked by its protocol
+        if not usable.usable:
+            reason = f"{usable.reason}; {usable.fix}" if usable.fix else str(usable.reason)
+            click.echo(f"skip {card.name}: cannot run here: {reason}", err=True)
+            skipped.append({"model": card.name, "protocol": None, "status": "skipped", "reason": reason})
+            errors += bool(models_)  # asked for by name: a failure; by default: a note
+            continue
         if card.options.get("untrained"):
             click.echo(f"skip {card.name}: untrained (random) weights: it is for cost and latency only, "
                        "and no accuracy is reported for it", err=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 BLAZEFACE = "Bazarevsky et al., BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs, 2019"
+YUNET_TRAIN_README = "YuNet: A Tiny Millisecond-level Face Detector - libfacedetection.train README"
 ATTENTION_MESH = "Grishchenko et al., Attention Mesh: High-fidelity Face Mesh Prediction in Real-time, 2020, Table 1"
 MUSICA = "MuSiCa (selective cascaded regression with patch attention), tables of MACs and of 300W / WFLW NME"
 PRNET = "Feng et al., Joint 3D Face Reconstruction and Dense Alignment with Position Map Regression Network, ECCV 2018"
@@ -96,6 +97,12 @@ SEED: tuple[Reported, ...] = (
     Reported("MuSiCa 98x98 (paper)", "wflw-io", {"nme": 0.0790}, MUSICA, "WFLW test (2,500)", macs=138_000_000,
              points=98, note="3 iterations"),
     Reported("MuSiCa 98x49 (paper)", "wflw-io", {}, MUSICA, "MACs only", macs=69_000_000, note="3 iterations"),
+    Reported("YuNet_s (libfacedetection.train README)", "wider-ap50", {}, YUNET_TRAIN_README, "cost only",
+             gflops=0.096, params=54_608, group="single scale, original image size",
+             source_location="https://github.com/ShiqiYu/libfacedetection.train/blob/"
+                             "02246e79b1e976c83d1e135a85e0628120c93769/README.md",
+             note="the model compiled into libfacedetection (facebench's yunet, whose MACs no graph can count): "
+                  "'MFlops (320x320)' 96 and 54,608 parameters in the README's comparison table"),
     Reported("PRNet (paper)", "aflw2000-3d",
              {"yaw[0,30]": 0.0275, "yaw(30,60]": 0.0351, "yaw(60,90]": 0.0461, "yawbalanced": 0.0362}, PRNET,
              "AFLW2000-3D, 68 points, NME over sqrt(w*h) of the box", points=68,

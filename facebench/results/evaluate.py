@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from facebench import assets
+from facebench import assets, extras
 from facebench.adapter import Adapter
 from facebench.datasets import fingerprint, load_dataset
 from facebench.errors import FacebenchError, UsageError
@@ -50,8 +50,13 @@ class Evaluation:
 
 
 def default_runtime(adapter_cls: type[Adapter]) -> str:
+    """The runtime a model runs on unless one is asked for: TFLite when it has a .tflite artifact, ONNX
+    Runtime when it has an ONNX one, else ``native`` (its own library: dlib, OpenCV, libfacedetection,
+    numpy), whose version the run key takes from the card's extras."""
     formats = adapter_cls.card.artifacts
-    return "tflite" if "tflite" in formats else "onnxruntime"
+    if "tflite" in formats:
+        return "tflite"
+    return "onnxruntime" if any(f.startswith("onnx") for f in formats) else "native"
 
 
 def code_hashes(adapter_cls: type) -> dict[str, str]:
@@ -172,6 +177,8 @@ def key_parts(adapter_cls: type[Adapter], runtime: str, protocol: Protocol, data
         # the framing's words carry its calibrated transform: a new calibration is a new run
         "framing": framing,
         "settings": {},
+        # only for models with extras, so the keys of the others are unchanged
+        **({"extras": extras.installed_versions(adapter_cls.card.extras)} if adapter_cls.card.extras else {}),
     }
 
 
@@ -246,7 +253,7 @@ def _run_and_score(adapter_cls: type[Adapter], protocol: Protocol, store: Store,
     card = adapter_cls.card
     adapter = adapter_cls()
     with activity.phase("load", [""]):
-        runtime_info = adapter.load(runtime=runtime, threads=threads) or {}
+        runtime_info = adapter.load(runtime=None if runtime == "native" else runtime, threads=threads) or {}
     store.start_run(key, card.name, protocol.id, protocol.content_hash, fp, runtime, card.to_dict(),
                     environment(runtime_info), parts)
     items = items_for(card.task, samples)
@@ -303,6 +310,15 @@ def check_compatible(card: ModelCard, protocol: Protocol) -> str:
         if protocol.points == "all" and len(shared) != scheme_size(protocol.scheme):
             raise IncompatibleError(f"{protocol.id} compares all {scheme_size(protocol.scheme)} points of "
                                     f"{protocol.scheme}; {card.name}'s {card.scheme} gives {len(shared)}")
+        if protocol.metric == "regions":  # each region is scored on the points of it the model has
+            from facebench.metrics.landmarks import REGIONS
+
+            for region in protocol.options.get("regions", ()):
+                for part in ("right-eye", "left-eye") if region == "eyes" else (region,):
+                    points = REGIONS.get(protocol.scheme, {}).get(part, ((), ()))[0]
+                    if not set(points) & set(shared):
+                        raise IncompatibleError(f"{protocol.id} scores the {part} region; {card.name}'s "
+                                                f"{card.scheme} points include none of it")
     try:
         return framing(protocol.face_box, card, protocol.scheme)
     except FramingUnavailable as exc:

@@ -20,7 +20,14 @@ from facebench.errors import FacebenchError
 from facebench.metrics.detection import box_iou
 from facebench.protocol import FaceBox
 from facebench.run import activity
-from facebench.run.framing import FramingError, check_framing, describe, ground_truth_face
+from facebench.run.framing import (
+    FramingError,
+    check_framing,
+    describe,
+    describe_detector,
+    detector_face,
+    ground_truth_face,
+)
 from facebench.run.harness import Item, ItemResult, items_for, run_adapter
 from facebench.types import Box, Detection, ModelCard, detection_arrays
 
@@ -57,7 +64,7 @@ def framing(rule: FaceBox, card: ModelCard, scheme: str | None) -> str:
         if detector.task != "detector":
             raise FramingUnavailable(f"{card.name}: face_box.detector {name!r} is a {detector.task} model, "
                                      "not a detector")
-        return f"detector {name}"
+        return describe_detector(name, detector.options.get("boxes"), card.box_convention)
     try:
         check_framing(card.box_convention, scheme or "ibug68")
     except FramingError as exc:
@@ -88,6 +95,7 @@ def face_box_items(rule: FaceBox, items: Sequence[Item], card: ModelCard,
 
     name = framing_detector(rule, card)
     detector = registry.resolve(name)()
+    boxes = detector.card.options.get("boxes")
     samples = list({item.sample.id: item.sample for item in items}.values())
     # a detector that hangs is a timeout of this cell's items, named as the framing detector's
     with activity.phase(f"framing detector {name}", [item.key for item in items]):
@@ -105,7 +113,7 @@ def face_box_items(rule: FaceBox, items: Sequence[Item], card: ModelCard,
             ious = box_iou(detection_arrays(result.prediction)[0], annotated.as_array()[None])[:, 0]
             best = int(np.argmax(ious))
             if ious[best] >= rule.min_iou:
-                kept.append(replace(item, face_box=dets[best]))
+                kept.append(replace(item, face_box=detector_face(dets[best], boxes, card.box_convention)))
                 continue
         missed.append(ItemResult(item.key, None, reason or f"detector {name} found no face at "
                                  f"IoU >= {rule.min_iou} with the annotated box"))

@@ -215,6 +215,43 @@ def ground_truth_face(landmarks: Landmarks, convention: str) -> Box | Detection 
     return Detection(box, 1.0, np.nan_to_num(keypoints, nan=0.0))
 
 
+@lru_cache(maxsize=16)
+def box_relation(source: str, target: str) -> tuple[float, float, float, float] | None:
+    """(dx, dy, sw, sh) that turns a ``source`` box into a ``target`` box: the medians over the calibration
+    faces that have both (``tight-68`` is every face's tight 68-point box). None when they are the same
+    convention or either is not calibrated with boxes (``image``, ``wflw-rect``, an unknown name)."""
+    if source == target or "image" in (source, target):
+        return None
+    relations = []
+    for face in calibration()["faces"]:
+        boxes = {**face["boxes"], "tight-68": _tight(np.asarray(face["shape68"], dtype=np.float64))}
+        if boxes.get(source) is not None and boxes.get(target) is not None:
+            relations.append(_relation(np.asarray(boxes[target], np.float64), np.asarray(boxes[source], np.float64)))
+    if not relations:
+        return None
+    median = np.median(np.array(relations), axis=0)
+    return float(median[0]), float(median[1]), float(median[2]), float(median[3])
+
+
+def detector_face(detection: Detection, detector_boxes: str | None, convention: str) -> Detection:
+    """A detection re-boxed into the landmark model's ``convention`` when the detector's boxes are of another
+    calibrated kind (its card's ``options["boxes"]``): BlazeFace's box given to dlib's 68-point model
+    becomes the box dlib's HOG detector would have drawn, by :func:`box_relation`. Keypoints are kept."""
+    t = box_relation(detector_boxes, convention) if detector_boxes else None
+    if t is None:
+        return detection
+    return Detection(apply(detection.box, t), detection.score, detection.keypoints)
+
+
+def describe_detector(name: str, detector_boxes: str | None, convention: str) -> str:
+    """How detector framing boxes a face, for results and reports."""
+    t = box_relation(detector_boxes, convention) if detector_boxes else None
+    if t is None:
+        return f"detector {name}"
+    dx, dy, sw, sh = t
+    return f"detector {name} -> {convention} (calibrated: {dx:+.3f}, {dy:+.3f}, x{sw:.3f}, x{sh:.3f})"
+
+
 def describe(convention: str) -> str:
     """How ground-truth framing draws a ``convention`` box, with the transform (for results and reports)."""
     if convention == "image":

@@ -3,7 +3,11 @@
 A detector runs on the whole image. A landmark model needs faces first: a
 detector (the one its card names, else BlazeFace short range) finds them and the landmark model
 runs on each detection, receiving the box *and* the detector's keypoints so
-crops can be rotated by the eye line, as MediaPipe's pipeline does. An image
+crops can be rotated by the eye line, as MediaPipe's pipeline does. When the
+detector's boxes are of another calibrated kind than the model was trained on
+(its card's ``options["boxes"]``), the box is re-boxed into the model's
+convention (:func:`facebench.run.framing.detector_face`). A model that cannot
+run in this install (a missing extra) is one error line naming the fix. An image
 with no face gives an empty result, not an error; an unreadable image gives
 an error naming the file and the other images still run.
 """
@@ -21,6 +25,7 @@ from facebench.adapter import Adapter
 from facebench.errors import UsageError
 from facebench.imaging import ImageError, read_image
 from facebench.paths import write_atomic
+from facebench.run.framing import detector_face
 from facebench.run.harness import run_one
 from facebench.types import Detection, Sample
 
@@ -68,6 +73,9 @@ def predict_images(model: str, paths: Sequence[str | Path], detector: str | None
     ``detector`` defaults to the one the landmark model's card names
     (``options["detector"]``), else BlazeFace short range.
     """
+    registry.check_usable(model, with_detector=detector is None)
+    if detector is not None:
+        registry.check_usable(detector)
     adapter = load_model(model, threads)
     if adapter.card.task == "detector":
         finder = adapter
@@ -93,8 +101,11 @@ def predict_images(model: str, paths: Sequence[str | Path], detector: str | None
             found, _ = run_one(finder, sample)
             result.detections = list(found.detections or ())
             if adapter is not finder:
+                boxes = finder.card.options.get("boxes")
                 for det in result.detections:
-                    prediction, warning = run_one(adapter, sample, det)
+                    # the box the landmark model was trained on, when the detector draws another kind
+                    face = detector_face(det, boxes, adapter.card.box_convention)
+                    prediction, warning = run_one(adapter, sample, face)
                     if prediction.landmarks is None:
                         raise ValueError(f"{adapter.card.name} returned no landmarks")
                     result.landmarks.append(prediction.landmarks.points)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facebench.errors import FacebenchError
+
 RUNTIMES = ("tflite", "onnxruntime")
 
 
@@ -101,6 +103,7 @@ class OnnxSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: exported graphs often carry unused initializers it warns of
         self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         type_map = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
                     "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
@@ -115,11 +118,23 @@ class OnnxSession:
         return dict(zip(names, self._session.run(names, feed)))
 
 
+class RuntimeUnavailable(FacebenchError, ValueError):
+    """A model asked to run on a runtime its artifacts do not serve (a .tflite file on onnxruntime)."""
+
+
+_SUFFIX_RUNTIME = {".tflite": "tflite", ".onnx": "onnxruntime"}
+
+
 def open_session(path: str | Path, runtime: str | None = None, threads: int = 1,
                  custom_ops: bool = False) -> TFLiteSession | OnnxSession:
-    """Open a model file with the runtime named, or the one its suffix implies."""
+    """Open a model file with the runtime named, or the one its suffix implies; a file of the other
+    format is refused by name (a model whose card has no artifact for that runtime)."""
     path = Path(path)
-    runtime = runtime or {".tflite": "tflite", ".onnx": "onnxruntime"}.get(path.suffix)
+    implied = _SUFFIX_RUNTIME.get(path.suffix)
+    if runtime and implied and runtime != implied:
+        raise RuntimeUnavailable(f"{path.name} is a {implied} model, not one {runtime} can open: the model has no "
+                                 f"artifact for {runtime} (its card's artifacts say which runtimes it has)")
+    runtime = runtime or implied
     if runtime == "tflite":
         return TFLiteSession(path, threads=threads, custom_ops=custom_ops)
     if runtime == "onnxruntime":
