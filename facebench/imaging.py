@@ -47,16 +47,44 @@ def _open_checked(path: str | Path):
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), whatever its mode; refused beyond ``MAX_IMAGE_PIXELS``."""
+    """Read an image file as RGB uint8 (H, W, 3), whatever its mode (16-bit grey scaled by 1/257); refused
+    beyond ``MAX_IMAGE_PIXELS``. Pixels are in the file's stored order: an EXIF orientation tag is not
+    applied, because benchmark annotations are given in stored pixels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _open_checked(path) as im:
+            if im.mode.startswith("I"):  # 16-bit grey (PIL's I;16 / I): RGB conversion would clip it to white
+                grey = np.clip(np.round(np.asarray(im, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, MemoryError) as exc:
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def reduce_image(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` reduced by ``scale`` (< 1; PIL's box filter, antialiased, sides rounded and at least 1 px)
+    and the (x, y) scales of the rounded size; ``(image, None)`` when ``scale >= 1``. For detectors that
+    cap their working resolution: :func:`from_reduced` maps their coordinates back."""
+    if scale >= 1.0:
+        return image, None
+    from PIL import Image
+
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    reduced = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.Resampling.BOX))
+    return reduced, np.array([size[0] / image.shape[1], size[1] / image.shape[0]])
+
+
+def from_reduced(coords: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
+    """Coordinates (..., 2k: x, y pairs) in a reduced image back to the original's pixel-centre frame:
+    ``(x + 0.5) / scale - 0.5``."""
+    coords = np.asarray(coords, dtype=np.float64)
+    if scales is None:
+        return coords
+    tiled = np.tile(scales, coords.shape[-1] // 2)
+    return (coords + 0.5) / tiled - 0.5
 
 
 def image_size(sample) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import pytest
 import facebench.schemes
 from facebench.baselines.classical import (
     MMOD_MACS_AT,
+    MMOD_WINDOW,
     DlibMmod,
     dlib_rect,
     dlib_upsampled_size,
@@ -25,7 +26,7 @@ from facebench.registry import resolve
 from facebench.run.framing import ground_truth_box
 from facebench.run.harness import run_one
 from facebench.schemes import MAPPINGS, flip_points
-from facebench.types import Box
+from facebench.types import Box, Sample
 
 dlib = pytest.importorskip("dlib")
 
@@ -53,7 +54,8 @@ def test_mmod_layers_and_macs_are_read_from_the_file(pull_assets):
     assert [(c.filters, c.kernel[0], c.stride[0], c.padding[0]) for c in net.convs] == [
         (16, 5, 2, 0), (32, 5, 2, 0), (32, 5, 2, 0), (45, 5, 1, 2), (45, 5, 1, 2), (45, 5, 1, 2), (1, 9, 1, 4)]
     assert [c.in_channels for c in net.convs] == [3, 16, 32, 32, 45, 45, 45]
-    assert net.window == (80, 80) and net.pyramid_padding == (10, 11)  # version-1 input layer: dlib's defaults
+    # version-1 input layer: dlib's defaults
+    assert net.window == (MMOD_WINDOW, MMOD_WINDOW) and net.pyramid_padding == (10, 11)
     card = DlibMmod.card
     assert card.macs == {"cnn": mmod_macs(net, *MMOD_MACS_AT, card.options["upsample"])}
     # a bigger image costs more, in proportion to the tiled canvas's area (to within the borders' rounding)
@@ -238,3 +240,14 @@ def test_a_missing_extra_is_one_clean_error(name, module, extra, monkeypatch):
     with pytest.raises(MissingExtra, match=re.escape(f"{name} needs {module}") + ".*" +
                        re.escape(f"pip install 'facebench[{extra}]'")):
         resolve(name)().load()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2000), (2000, 3), (2, 512), (39, 39)])
+def test_mmod_on_images_no_window_fits_finds_nothing_instead_of_crashing(shape, pull_assets):
+    """dlib's CNN corrupts memory (a segfault or an abort, not an exception) on images a few pixels thin;
+    the adapter never hands it one: the 80-pixel window fits no image under 40 px upsampled once."""
+    pull_assets(MMOD)
+    adapter = _loaded("dlib-mmod")
+    image = np.full((*shape, 3), 128, np.uint8)
+    prediction, _ = run_one(adapter, Sample("thin", lambda: image), None)
+    assert prediction.detections == ()

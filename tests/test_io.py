@@ -95,3 +95,33 @@ def test_malformed_protocol_names_the_file(tmp_path):
     path.write_text("id = 'x'\n")
     with pytest.raises(ProtocolError, match="bad.toml: missing title, dataset, task, metric"):
         load_protocol_file(path)
+
+
+def test_a_16_bit_grey_png_is_read_scaled_not_clipped_to_white(tmp_path):
+    """PIL's RGB conversion of a 16-bit grey image clips every value above 255: a photo turned white."""
+    from PIL import Image
+
+    from facebench.imaging import read_image
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    image = read_image(path)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert np.array_equal(image[..., 0], np.round(ramp / 257.0).astype(np.uint8))
+    assert image[0, 0, 0] == 0 and image[-1, -1, 0] == 255 and len(np.unique(image)) > 200
+
+
+def test_reducing_an_image_maps_coordinates_back_to_the_original_frame():
+    """A detector that works on a reduced copy reports the same pixel in the original's pixel-centre frame."""
+    from facebench.imaging import from_reduced, reduce_image
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[100:140, 200:260] = 255  # a block: its edges are at x 199.5 .. 259.5, y 99.5 .. 139.5
+    small, scales = reduce_image(image, 0.25)
+    assert small.shape == (75, 100, 3) and np.allclose(scales, [0.25, 0.25])
+    ys, xs = np.nonzero(small[..., 0] > 127)
+    box = np.array([xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5])
+    assert np.allclose(from_reduced(box, scales), [199.5, 99.5, 259.5, 139.5])
+    same, none = reduce_image(image, 1.0)
+    assert same is image and none is None and np.array_equal(from_reduced(box, None), box)

@@ -235,3 +235,42 @@ def test_an_adapter_written_from_the_readme_runs_in_predict_and_in_run(tmp_path,
     assert ran.exit_code == 0, ran.output
     cell = json.loads(ran.stdout)["cells"][0]
     assert cell["status"] == "ran" and cell["failed_items"] == 0 and 0 < cell["metrics"]["nme"] < 1
+
+
+def test_a_runtime_a_model_has_no_artifact_for_is_refused_not_ignored(tmp_path):
+    """yunet runs on its own library: `--runtime onnxruntime` would run it anyway and store the row under
+    onnxruntime's name. It is refused before running, in the CLI and in the Python API."""
+    from facebench.api import evaluate
+    from facebench.runtimes import RuntimeUnavailable
+
+    result = CliRunner().invoke(main, ["run", "-m", "yunet", "-m", "mtcnn", "-p", "mini-ap50", "--runtime",
+                                       "onnxruntime", "--store", str(tmp_path / "r.sqlite"), "--out",
+                                       str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 1
+    assert "skip yunet: yunet has no artifact for onnxruntime: it runs on native" in result.output
+    assert "skip mtcnn: mtcnn has no artifact for onnxruntime: it runs on tflite" in result.output
+    with pytest.raises(RuntimeUnavailable, match="dlib-68 has no artifact for tflite"):
+        evaluate("dlib-68", "mini-nme", store=tmp_path / "r.sqlite", runtime="tflite")
+
+
+def test_a_framing_detector_that_cannot_run_here_is_said_before_running(base_install, tmp_path):
+    protocol = tmp_path / "framed-by-dlib.toml"
+    protocol.write_text(textwrap.dedent("""
+        id = "framed-by-dlib"
+        title = "68-point NME, faces found by dlib's HOG detector"
+        dataset = "mini"
+        task = "landmarks"
+        metric = "nme"
+        scheme = "ibug68"
+        points = "shared"
+        [face_box]
+        source = "detector"
+        detector = "dlib-hog"
+        [options]
+        norm = "inter-ocular"
+    """))
+    result = CliRunner().invoke(main, ["run", "-m", "face-mesh", "-p", str(protocol), "--store",
+                                       str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "face_box.detector dlib-hog cannot run here: needs dlib (the dlib extra): pip install 'facebench[dlib]'" \
+        in result.output

@@ -266,3 +266,21 @@ def test_load_refuses_other_runtimes():
     with pytest.raises(ValueError, match="tflite only"):
         Mtcnn().load(runtime="onnxruntime")
 
+
+
+@pytest.mark.slow
+def test_a_large_image_is_reduced_and_detections_land_in_its_frame(model, photos):
+    """A 4800x600 canvas (long side over 4096) with takeo 4,500 px to the right: the pyramid runs on a
+    reduced copy, and the face comes back where takeo is in the canvas."""
+    takeo = photos["takeo"]
+    face = takeo.image()
+    canvas = np.full((600, 4800, 3), 90, np.uint8)
+    canvas[200:200 + face.shape[0], 4500:4500 + face.shape[1]] = face
+    inputs, scales = model.preprocess(Sample("wide", lambda: canvas))
+    assert max(inputs["image"][()].shape[:2]) == 4096 and np.allclose(scales, 4096 / 4800, atol=1e-3)
+    found = _predict(model, canvas).detections
+    expected = takeo.faces[0].box.as_array() + [4500, 200, 4500, 200]
+    ious = box_iou(np.array([d.box.as_array() for d in found]), expected)[:, 0]
+    assert ious.max() >= 0.5, (ious, [d.box for d in found])
+    best = found[int(np.argmax(ious))]
+    assert np.abs(best.keypoints[:2] - (_five(takeo.faces[0])[:2] + [4500, 200])).max() < 10

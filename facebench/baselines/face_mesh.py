@@ -284,7 +284,8 @@ class MeshIrisCascade(FaceMesh):
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
         if runtime not in (None, "tflite", "onnxruntime"):
-            raise ValueError(f"mesh-iris-cascade runs on tflite or onnxruntime (iris stage only), not {runtime!r}")
+            raise RuntimeUnavailable(f"mesh-iris-cascade runs on tflite or onnxruntime (iris stage only), "
+                                     f"not {runtime!r}")
         info = super().load("tflite", threads)  # the mesh has no ONNX artifact, whatever the runtime
         iris_format = "onnx-iris" if runtime == "onnxruntime" else "tflite-iris"
         self.iris = open_session(asset_path(self.card.artifacts[iris_format]), runtime or "tflite", threads)

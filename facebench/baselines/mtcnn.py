@@ -55,6 +55,8 @@ import numpy as np
 
 from facebench.adapter import Adapter, object_input
 from facebench.assets import asset_path
+from facebench.imaging import from_reduced, reduce_image
+from facebench.runtimes import RuntimeUnavailable
 from facebench.types import Box, Detection, ModelCard, Prediction, Sample
 
 STRIDE, CELL = 2, 12          # P-Net: one 12x12 window every 2 pixels of a pyramid level
@@ -175,11 +177,15 @@ class Mtcnn(Adapter):
         options={
             "thresholds": (0.6, 0.7, 0.7), "nms": {"pnet_level": 0.5, "pnet": 0.7, "rnet": 0.7, "onet_min": 0.7},
             "min_face": MIN_FACE, "factor": FACTOR,
+            "macs_image": "640x480",
             "macs_rule": "pnet: the graph's arithmetic summed over the pyramid of a 640x480 image (10 levels, "
                          "scales 0.6 * 0.709^k, sizes rounded up; 2,215,910,040 at the stored 1280x960 input, as "
                          "count_tflite_macs gives); for another image use facebench.baselines.mtcnn.pyramid_macs. "
                          "rnet, onet: per candidate, times the candidates that reach each stage",
             "latency": "forward runs the whole cascade on the whole image (pyramid, three nets, crops, NMS)",
+            # the pyramid's memory grows with the image (5.4 GB at 8000x6000): larger images are reduced first
+            # (antialiased) and detections scaled back; WIDER FACE's images (1024 wide) run at their size
+            "max_short_side": 1024, "max_long_side": 4096,
         },
     )
 
@@ -188,7 +194,7 @@ class Mtcnn(Adapter):
 
     def load(self, runtime: str | None = None, threads: int = 1) -> dict[str, str]:
         if runtime not in (None, "tflite"):
-            raise ValueError(f"{self.card.name} runs on tflite only, not {runtime!r}")
+            raise RuntimeUnavailable(f"{self.card.name} runs on tflite only, not {runtime!r}")
         import tflite_runtime
         from tflite_runtime.interpreter import Interpreter
 
@@ -202,7 +208,10 @@ class Mtcnn(Adapter):
         image = np.ascontiguousarray(sample.image())
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-        return {"image": object_input(image)}, None
+        opts = self.card.options
+        scale = min(opts["max_short_side"] / min(image.shape[:2]), opts["max_long_side"] / max(image.shape[:2]))
+        image, scales = reduce_image(image, scale)
+        return {"image": object_input(np.ascontiguousarray(image))}, scales
 
     def forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(inputs["image"]), dtype=object)
@@ -211,7 +220,8 @@ class Mtcnn(Adapter):
         return {"detections": out}
 
     def postprocess(self, outputs: dict[str, np.ndarray], context: Any) -> Prediction:
-        rows = np.asarray(outputs["detections"], dtype=np.float64).reshape(-1, _P_FIELDS)
+        rows = np.asarray(outputs["detections"], dtype=np.float64).reshape(-1, _P_FIELDS).copy()
+        rows[:, :4], rows[:, 5:] = from_reduced(rows[:, :4], context), from_reduced(rows[:, 5:], context)
         return Prediction(detections=tuple(
             Detection(Box.from_array(r[:4]), float(r[4]), r[5:].reshape(5, 2).copy()) for r in rows))
 

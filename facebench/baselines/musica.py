@@ -46,6 +46,7 @@ import numpy as np
 
 from facebench.adapter import Adapter, face_region
 from facebench.imaging import warp_affine
+from facebench.runtimes import RuntimeUnavailable
 from facebench.runtimes.graph import Graph
 from facebench.types import (
     Box,
@@ -215,7 +216,7 @@ class Musica(Adapter):
         import onnxruntime as ort
 
         if runtime not in (None, "onnxruntime"):
-            raise ValueError(f"{self.card.name} runs on onnxruntime, not {runtime}")
+            raise RuntimeUnavailable(f"{self.card.name} runs on onnxruntime, not {runtime}")
         cfg = self.config
         self.weights = load_weights(cfg, self.checkpoint)
         options = ort.SessionOptions()

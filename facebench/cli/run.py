@@ -61,7 +61,8 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     the report, and `facebench leaderboard` prints them."""
     from facebench.datasets import parse_roots, root_for, unavailable
     from facebench.results.cells import Cell, Settings, run_cells
-    from facebench.results.evaluate import IncompatibleError, check_compatible
+    from facebench.results.evaluate import IncompatibleError, check_compatible, check_runtime
+    from facebench.runtimes import RuntimeUnavailable
 
     root_map = parse_roots(roots)
     chosen = [get_protocol(p) for p in protocols_] if protocols_ else list(builtin_protocols().values())
@@ -96,6 +97,13 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
             click.echo(f"skip {card.name}: cannot run here: {reason}", err=True)
             skipped.append({"model": card.name, "protocol": None, "status": "skipped", "reason": reason})
             errors += bool(models_)  # asked for by name: a failure; by default: a note
+            continue
+        try:
+            check_runtime(card, runtime)
+        except RuntimeUnavailable as exc:
+            click.echo(f"skip {card.name}: {exc}", err=True)
+            skipped.append({"model": card.name, "protocol": None, "status": "skipped", "reason": str(exc)})
+            errors += bool(models_)
             continue
         if card.options.get("untrained"):
             click.echo(f"skip {card.name}: untrained (random) weights: it is for cost and latency only, "

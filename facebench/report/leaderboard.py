@@ -122,6 +122,7 @@ class Row(_Indexed):
     status: str = ""  # measured rows: current | stale protocol | protocol file not given
     metrics: dict = field(default_factory=dict)
     macs: float | None = None
+    macs_image: str | None = None  # the image size the MACs are for, when they grow with it (an image pyramid)
     parameters: Any = None
     latency: dict[str, Latency] = field(default_factory=dict)  # "DEVICE (processor)" -> time per item
     items: int | None = None
@@ -169,6 +170,13 @@ def host_latency(forward_s: np.ndarray, cpu: str | None) -> dict[str, Latency]:
     return {f"host CPU ({cpu or 'unknown'})": Latency.of(f * 1e3)}
 
 
+def _macs_text(row: Row) -> str:
+    """MACs in millions, with the image size they are for when they grow with it."""
+    if not row.macs:
+        return ""
+    return f"{row.macs / 1e6:.1f}" + (f" (at {row.macs_image})" if row.macs_image else "")
+
+
 def measured_row(run: Run, forward_s: np.ndarray | None = None, status: str = CURRENT) -> Row:
     env = run.environment or {}
     runtime = env.get("runtime", {})
@@ -177,6 +185,7 @@ def measured_row(run: Run, forward_s: np.ndarray | None = None, status: str = CU
         model=run.model, protocol=run.protocol, kind="stale" if status == STALE else "measured",
         status=status, metrics=metrics,
         macs=sum(run.card.get("macs", {}).values()) or None,
+        macs_image=run.card.get("options", {}).get("macs_image"),
         parameters=run.card.get("options", {}).get("parameters"),
         latency=host_latency(forward_s, env.get("cpu")) if forward_s is not None else {},
         items=run.n_items, failures=run.n_failures,
@@ -408,7 +417,7 @@ def measured_table(pid: str, group: list[Row], protocols: dict[str, Protocol]) -
         source = "facebench" + (f" (protocol {r.protocol_hash}: {r.status})" if r.status != CURRENT else "")
         body.append([r.model, kind, *[_metric_text(c, r.metrics.get(c), protocol) for c in columns], r.framing or "",
                      *[_fmt(r.points) for _ in points], _dataset_text(r),
-                     f"{r.macs / 1e6:.1f}" if r.macs else "", _fmt(r.parameters),
+                     _macs_text(r), _fmt(r.parameters),
                      _latency_text(r.latency), failures, r.date, versions, source])
     return header, body
 

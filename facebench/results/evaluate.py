@@ -28,6 +28,7 @@ from facebench.results.store import Run, Store, run_key
 from facebench.run import activity
 from facebench.run.face_boxes import FramingUnavailable, face_box_items, framing
 from facebench.run.harness import ItemResult, items_for, run_adapter
+from facebench.runtimes import RuntimeUnavailable
 from facebench.schemes import scheme_size, shared_points
 from facebench.scoring import check_ground_truth, score
 from facebench.types import ModelCard, Sample
@@ -47,6 +48,22 @@ class Evaluation:
     reused: bool
     failures: list[tuple[str, str]]
     skipped: list[str] = field(default_factory=list)  # bad annotation entries left out (skip_bad)
+
+
+def card_runtimes(card: ModelCard) -> tuple[str, ...]:
+    """The runtimes a model's artifacts serve: ``tflite`` for ``tflite*`` artifacts, ``onnxruntime`` for
+    ``onnx*`` ones, else only ``native`` (its own library)."""
+    found = tuple(runtime for runtime, prefix in (("tflite", "tflite"), ("onnxruntime", "onnx"))
+                  if any(f.startswith(prefix) for f in card.artifacts))
+    return found or ("native",)
+
+
+def check_runtime(card: ModelCard, runtime: str | None) -> None:
+    """Refuse, before anything runs, a runtime the model has no artifact for: it would run on its own one
+    and be stored under the other's name."""
+    if runtime and runtime not in card_runtimes(card):
+        raise RuntimeUnavailable(f"{card.name} has no artifact for {runtime}: it runs on "
+                                 f"{' or '.join(card_runtimes(card))}")
 
 
 def default_runtime(adapter_cls: type[Adapter]) -> str:
@@ -223,6 +240,7 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     check_ground_truth_scheme(protocol, samples)
     check_ground_truth(protocol, samples)
     fp = fingerprint(samples)
+    check_runtime(adapter_cls.card, runtime)
     runtime = runtime or default_runtime(adapter_cls)
     parts = key_parts(adapter_cls, runtime, protocol, fp, framing)
     key = run_key(parts)

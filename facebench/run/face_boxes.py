@@ -61,6 +61,10 @@ def framing(rule: FaceBox, card: ModelCard, scheme: str | None) -> str:
             detector = registry.resolve(name).card
         except registry.RegistryError as exc:
             raise FramingUnavailable(f"{card.name}: face_box.detector: {exc}") from None
+        usable = registry.usability(name)
+        if not usable.usable:  # a missing extra: said before running, with the fix
+            fix = f": {usable.fix}" if usable.fix else ""
+            raise FramingUnavailable(f"{card.name}: face_box.detector {name} cannot run here: {usable.reason}{fix}")
         if detector.task != "detector":
             raise FramingUnavailable(f"{card.name}: face_box.detector {name!r} is a {detector.task} model, "
                                      "not a detector")
