@@ -6,12 +6,22 @@ A TOML file (``devices/farm.toml`` by default, ``--inventory`` or
     [host]
     key = "~/.android/adbkey"                       # the host's ADB key; created (0600) if missing
     benchmark_model = "~/android/benchmark_model"   # TFLite's benchmark tool for Android arm64
+    server = "lab-host:5037"                        # optional: the adb server for devices given by serial
 
     [devices.pixel7]
-    address = "192.168.1.23:5555"    # ADB over TCP; or serial = "R58M40ABCDE" for USB
+    address = "192.168.1.23:5555"    # ADB over TCP, straight to the phone's adbd (adb-shell)
     tags = ["tensor-g2", "mali-g710"]
     workdir = "/data/local/tmp/facebench"   # optional; where files are pushed
 
+    [devices.a71]
+    serial = "R58M40ABCDE"           # a device of an adb server, chosen by its serial
+    server = "127.0.0.1:5037"        # optional: else [host] server, else the local server
+
+A device gives ``address`` (direct TCP) or ``serial`` (through an adb server),
+never both. ``server`` is ``host[:port]`` (port 5037 by default). A ``serial``
+with no server anywhere goes through the local adb server, 127.0.0.1:5037:
+USB phones are claimed by that server (adb-shell's own USB transport cannot
+take a phone the server already owns), so facebench asks the server for them.
 A device may also name its own ``benchmark_model`` (a different ABI). Unknown
 keys are errors that name the file, so a typo never silently drops a setting.
 """
@@ -27,8 +37,10 @@ from pathlib import Path
 from facebench.errors import FacebenchError
 
 DEFAULT_WORKDIR = "/data/local/tmp/facebench"
-_HOST_KEYS = {"key", "benchmark_model"}
-_DEVICE_KEYS = {"address", "serial", "tags", "workdir", "benchmark_model"}
+_HOST_KEYS = {"key", "benchmark_model", "server"}
+_DEVICE_KEYS = {"address", "serial", "server", "tags", "workdir", "benchmark_model"}
+LOCAL_SERVER = "127.0.0.1:5037"
+DEFAULT_SERVER_PORT = 5037
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -39,15 +51,23 @@ class InventoryError(FacebenchError, ValueError):
 @dataclass(frozen=True)
 class Device:
     name: str
-    address: str = ""  # host:port for ADB over TCP
-    serial: str = ""  # USB serial
+    address: str = ""  # host:port for ADB over TCP, straight to the device's adbd
+    serial: str = ""  # the device's serial on an adb server
     tags: tuple[str, ...] = ()
     workdir: str = DEFAULT_WORKDIR
     benchmark_model: Path | None = None  # overrides the host's
+    server: str = ""  # host[:port] of the adb server that has ``serial``; "" is the local one
 
     @property
     def where(self) -> str:
-        return self.address or f"usb:{self.serial}"
+        if self.address:
+            return self.address
+        return f"{self.serial}@{self.server}" if self.server else f"usb:{self.serial}"
+
+    @property
+    def server_host_port(self) -> tuple[str, int]:
+        """The adb server a ``serial`` device is reached through (the local one unless named)."""
+        return split_server(self.server or LOCAL_SERVER)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -84,6 +104,26 @@ class Inventory:
         return binary
 
 
+def split_server(value: str) -> tuple[str, int]:
+    """``host[:port]`` of an adb server; ValueError when it is not one."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, str(DEFAULT_SERVER_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host[:port]")
+    return host, int(port)
+
+
+def _server(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise InventoryError(f"{where} must be a string \"host[:port]\"")
+    try:
+        host, port = split_server(value)
+    except ValueError as exc:
+        raise InventoryError(f"{where}: {exc}") from None
+    return f"{host}:{port}"
+
+
 def default_inventory_path() -> Path:
     return Path(os.environ.get("FACEBENCH_DEVICES") or "devices/farm.toml")
 
@@ -110,6 +150,7 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
     host = data.get("host", {})
     if not isinstance(host, dict) or set(host) - _HOST_KEYS:
         raise InventoryError(f"{path}: [host] takes only {', '.join(sorted(_HOST_KEYS))}")
+    host_server = _server(host["server"], f"{path}: [host] server") if "server" in host else ""
     devices = {}
     for name, spec in data.get("devices", {}).items():
         where = f"{path}: [devices.{name}]"
@@ -122,7 +163,11 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
         address, serial = spec.get("address", ""), spec.get("serial", "")
         if not isinstance(address, str) or not isinstance(serial, str) or bool(address) == bool(serial):
             raise InventoryError(f"{where}: give exactly one of address = \"host:port\" (TCP) "
-                                 "or serial = \"...\" (USB)")
+                                 "or serial = \"...\" (a device of an adb server: USB or `adb connect`)")
+        if "server" in spec and address:
+            raise InventoryError(f"{where}: server is for a serial; address is a direct TCP connection "
+                                 "(give one of address, or serial with server)")
+        server = _server(spec["server"], f"{where} server") if "server" in spec else (host_server if serial else "")
         if address:
             host_part, _, port = address.rpartition(":")
             if not host_part or not port.isdigit() or not 0 < int(port) < 65536:
@@ -135,7 +180,8 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
             raise InventoryError(f"{where}: workdir must be an absolute device path")
         binary = spec.get("benchmark_model")
         devices[name] = Device(name, address, serial, tuple(tags), workdir.rstrip("/") or "/",
-                               _path(binary, f"{where} benchmark_model", base) if binary is not None else None)
+                               _path(binary, f"{where} benchmark_model", base) if binary is not None else None,
+                               server)
     return Inventory(path, devices,
                      _path(host["key"], f"{path}: [host] key", base) if "key" in host else None,
                      _path(host["benchmark_model"], f"{path}: [host] benchmark_model", base)

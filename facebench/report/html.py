@@ -203,6 +203,11 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
     latency = plots.latency(rows + latency_only_rows(store, rows), out)
     if latency is not None:
         sections.append('<h2 id="latency">Latency per device</h2>' + _figure_html(latency, out))
+    from facebench.report.op_profile import render_op_profiles
+
+    ops = render_op_profiles(store)  # the farm's op-profile passes: one small table per model and device
+    if ops:
+        sections.append(ops)
     env = _environment()
     commands = commands or []
     page = f"""<!doctype html>

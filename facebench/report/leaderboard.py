@@ -32,7 +32,7 @@ import io
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,20 @@ class _Indexed:
 @dataclass(frozen=True)
 class Latency(_Indexed):
     """Time per item on one device: median and 10th-90th percentile over ``n`` measurements
-    (a paper's figure: the median only)."""
+    (a paper's figure: the median only).
+
+    Phones (:func:`device_latency`) add, as the median over the repeats, each repeat's
+    own 90th percentile of its measured runs (``run_p90_ms``, MLPerf Mobile's latency
+    figure; not ``p90_ms``, which is the spread across repeats), init and first-inference time."""
 
     median_ms: float
     p10_ms: float | None = None
     p90_ms: float | None = None
     n: int | None = None
+    run_p90_ms: float | None = None
+    init_ms: float | None = None
+    first_ms: float | None = None
+    peak_memory_mb: float | None = None  # phones: the memory pass's peak (median over repeats), when run
 
     @classmethod
     def of(cls, ms) -> Latency:
@@ -213,7 +221,9 @@ def device_latency(records: Iterable[dict]) -> dict[str, dict[str, Latency]]:
 
     Per device and processor, the newest settings' repeats count: ``median_ms``
     is the median of the repeats' medians, ``p10_ms``/``p90_ms`` their spread
-    across repeats and ``n`` the number of repeats.
+    across repeats and ``n`` the number of repeats; ``run_p90_ms``, ``init_ms`` and
+    ``first_ms`` (and ``peak_memory_mb``, from the memory pass) the median over repeats of each
+    repeat's figure (None when no repeat has it: measurements stored before they were recorded).
     """
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in sorted(records, key=lambda r: r["finished"]):
@@ -221,8 +231,15 @@ def device_latency(records: Iterable[dict]) -> dict[str, dict[str, Latency]]:
             groups.setdefault((r["model"], r["device"], r["processor"]), []).append(r)
     out: dict[str, dict[str, Latency]] = {}
     for (model, device, processor), group in sorted(groups.items()):
-        newest = [r["median_ms"] for r in group if r["settings"] == group[-1]["settings"]]
-        out.setdefault(model, {})[f"{device} ({processor})"] = Latency.of(newest)
+        newest = [r for r in group if r["settings"] == group[-1]["settings"]]
+
+        def median_of(name: str, rs: list[dict] = newest) -> float | None:
+            values = [r[name] for r in rs if r.get(name) is not None]
+            return float(np.median(values)) if values else None
+
+        out.setdefault(model, {})[f"{device} ({processor})"] = replace(
+            Latency.of([r["median_ms"] for r in newest]), run_p90_ms=median_of("p90_ms"),
+            init_ms=median_of("init_ms"), first_ms=median_of("first_ms"), peak_memory_mb=median_of("peak_memory_mb"))
     return out
 
 
@@ -336,7 +353,8 @@ def _latency_text(latency: dict[str, Latency]) -> str:
     parts = []
     for device, t in latency.items():
         spread = f" ({t.p10_ms:.2f}-{t.p90_ms:.2f})" if t.p10_ms is not None else ""
-        parts.append(f"{device}: {t.median_ms:.2f} ms{spread}")
+        run_p90 = f", p90 {t.run_p90_ms:.2f} ms" if t.run_p90_ms is not None else ""  # a phone's, per run
+        parts.append(f"{device}: {t.median_ms:.2f} ms{spread}{run_p90}")
     return "; ".join(parts)
 
 

@@ -9,7 +9,10 @@ kill) leaves a readable store and the next run only does the items that are
 missing. A run is marked complete, with its metrics, in a last transaction.
 Device-farm measurements (one per model, device, settings and repeat) and the
 latest probe of each device live in the same file, so the leaderboard shows
-phone latency next to accuracy.
+phone latency next to accuracy; a measurement's op profile (its separate
+profiling pass) is a table of its own, one row per node, keyed by the
+measurement's key. Tables added after the first release are created when an
+older store is opened for writing; a read-only older store reads as having none.
 """
 
 from __future__ import annotations
@@ -68,6 +71,16 @@ CREATE TABLE IF NOT EXISTS device_results (
     status TEXT NOT NULL,
     record TEXT NOT NULL,
     finished REAL
+);
+CREATE TABLE IF NOT EXISTS device_op_profiles (
+    key TEXT NOT NULL REFERENCES device_results(key) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    node_type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    avg_ms REAL NOT NULL,
+    percent REAL,
+    times_called INTEGER,
+    PRIMARY KEY (key, position)
 );
 CREATE TABLE IF NOT EXISTS device_probes (
     device TEXT PRIMARY KEY,
@@ -368,11 +381,33 @@ class Store:
                 (json.dumps(metrics), json.dumps(curves or {}), n_items, n_failures, time.time(), key))
 
     def put_device_result(self, record: dict) -> None:
-        """One farm measurement (see :class:`facebench.farm.bench.Measurement`), replacing an older one."""
+        """One farm measurement (see :class:`facebench.farm.bench.Measurement`), replacing an older one.
+
+        Its ``op_profile`` rows go to the op-profile table (:meth:`device_op_profile`), not the record."""
+        record = dict(record)
+        ops = record.pop("op_profile", None) or []
+        record["op_profile_rows"] = len(ops)
         with self._db:
+            self._db.execute("DELETE FROM device_op_profiles WHERE key = ?", (record["key"],))
             self._db.execute("INSERT OR REPLACE INTO device_results (key, model, device, status, record, finished)"
                              " VALUES (?, ?, ?, ?, ?, ?)", (record["key"], record["model"], record["device"],
                                                             record["status"], json.dumps(record), record["finished"]))
+            self._db.executemany(
+                "INSERT INTO device_op_profiles (key, position, node_type, name, avg_ms, percent, times_called)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(record["key"], i, op["node_type"], op["name"], op["avg_ms"], op.get("percent"),
+                  op.get("times_called")) for i, op in enumerate(ops)])
+
+    def device_op_profile(self, key: str) -> list[dict]:
+        """A measurement's op profile in run order: node_type, name, avg_ms, percent, times_called."""
+        try:
+            rows = self._db.execute("SELECT node_type, name, avg_ms, percent, times_called FROM device_op_profiles"
+                                    " WHERE key = ? ORDER BY position", (key,)).fetchall()
+        except sqlite3.OperationalError as exc:  # a read-only store written before op profiles were kept
+            if "no such table" in str(exc):
+                return []
+            raise
+        return [dict(zip(("node_type", "name", "avg_ms", "percent", "times_called"), r)) for r in rows]
 
     def device_results(self, model: str | None = None, status: str | None = None) -> list[dict]:
         query, args = "SELECT record FROM device_results WHERE 1", []

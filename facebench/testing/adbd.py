@@ -11,14 +11,27 @@ daemon. It speaks the wire protocol a real ``adbd`` speaks, so both our client
   checked against the authorised public keys (Android's RSAPublicKey format).
   An unknown key offered with AUTH RSAPUBLICKEY waits for a user who never
   taps "Allow", exactly like an unauthorised phone;
-* OPEN of ``shell:CMD`` (the legacy shell: output, then CLSE, no exit status)
-  and ``sync:`` (STAT, LIST, SEND/DATA/DONE, RECV, QUIT);
+* OPEN of ``shell:CMD`` (the legacy shell: output, then CLSE, no exit status),
+  ``shell,v2[,raw|,pty][,TERM=..]:CMD`` (shell protocol v2: packets of a
+  1-byte id, a 4-byte little-endian length and data; the device sends stdout 1,
+  stderr 2 and the exit status 3, and takes stdin 0, close-stdin 4 and
+  window-size 5, which this stand-in reads and ignores: commands get no stdin)
+  and ``sync:`` (STAT, LIST, SEND/DATA/DONE, RECV, QUIT). The CNXN banner
+  advertises ``features=shell_v2,cmd`` as real phones do (``features`` is
+  settable, "" for a pre-Nougat phone), so adb servers use v2;
 * flow control: one OKAY for each WRTE received, and each WRTE sent waits
   for the host's OKAY.
 
 Shell commands run under ``/bin/sh`` in a sandbox directory (the device's
 files); ``getprop`` and ``dumpsys`` there answer from ``props`` and
-``battery_temperature``. Sync paths outside the sandbox are refused.
+``battery_temperature``. ``dumpsys thermalservice`` prints ThermalManagerService's
+block with "Thermal Status: N", N read from ``thermal_status``: a script of
+values ("3 3 0"), each call consuming one and the last repeating; without the
+file it is a phone with no thermal service. The shell's ``FACEBENCH_SYSFS``
+points at a fake sysfs under the root (``sysfs/devices/system/cpu/cpuN/cpufreq``,
+one CPU per host CPU: the lower half a little cluster, the rest big), which
+:mod:`facebench.farm.conditions` reads as ``${FACEBENCH_SYSFS:-/sys}`` so the
+host's own /sys is never what a test sees. Sync paths outside the sandbox are refused.
 :class:`Faults` switches on each misbehaviour the runner must survive.
 """
 
@@ -29,6 +42,7 @@ import io
 import os
 import queue
 import secrets
+import selectors
 import signal
 import socket
 import stat
@@ -43,6 +57,7 @@ from typing import Self
 CNXN, AUTH, OPEN, OKAY, CLSE, WRTE = (int.from_bytes(c, "little") for c in (b"CNXN", b"AUTH", b"OPEN", b"OKAY",
                                                                          b"CLSE", b"WRTE"))
 AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
+SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT, SHELL_CLOSE_STDIN, SHELL_WINDOW_SIZE = 0, 1, 2, 3, 4, 5
 VERSION = 0x01000000  # below 0x01000001 (VERSION_SKIP_CHECKSUM): every message carries its checksum
 MAX_DATA = 256 * 1024
 SYNC_DATA_MAX = 64 * 1024
@@ -252,14 +267,17 @@ class _Connection:
         props = self.device.properties
         banner = (f"device::ro.product.name={props.get('ro.product.name', '')};"
                   f"ro.product.model={props.get('ro.product.model', '')};"
-                  f"ro.product.device={props.get('ro.product.device', '')};features=")
+                  f"ro.product.device={props.get('ro.product.device', '')};features={self.device.features}")
         self.send(CNXN, self.version, self.max_data, banner.encode())
 
     def _open(self, remote_id: int, service: str) -> None:
         target: Callable[[_Stream, str], None]
-        if service.startswith("shell:"):
+        name, _, argument = service.partition(":")
+        options = name.split(",")[1:]
+        if name == "shell" or (name.startswith("shell,") and "v2" not in options):
             target = self._shell
-            argument = service[len("shell:"):]
+        elif name.startswith("shell,") and "shell_v2" in self.device.feature_set:
+            target = self._shell_v2
         elif service == "sync:":
             target, argument = self._sync, ""
         else:
@@ -308,6 +326,46 @@ class _Connection:
                     return
                 stream.write(chunk)
             proc.wait()
+        finally:
+            self.processes.discard(proc)
+            _kill(proc)
+
+    def _shell_v2(self, stream: _Stream, command: str) -> None:
+        """Shell protocol v2: stdout and stderr in their own packets, then the exit status."""
+        faults = self.device.faults
+
+        def send(kind: int, data: bytes) -> None:
+            for start in range(0, max(len(data), 1), self.max_data - 5):
+                part = data[start:start + self.max_data - 5]
+                stream.write(struct.pack("<BI", kind, len(part)) + part)
+
+        if faults.silent and faults.silent in command:
+            stream.closed.wait()
+            return
+        if faults.garbage and faults.garbage in command:
+            send(SHELL_STDOUT, secrets.token_bytes(512))
+            send(SHELL_EXIT, b"\0")
+            return
+        proc = subprocess.Popen(["/bin/sh", "-c", command or "true"], cwd=self.device.root, env=self.device.env(),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        self.processes.add(proc)
+        try:
+            pipes = {pipe: kind for pipe, kind in ((proc.stdout, SHELL_STDOUT), (proc.stderr, SHELL_STDERR)) if pipe}
+            with selectors.DefaultSelector() as sel:
+                for pipe in pipes:
+                    sel.register(pipe, selectors.EVENT_READ)
+                while sel.get_map():
+                    for key, _ in sel.select():
+                        chunk = os.read(key.fd, self.max_data - 5)
+                        if not chunk:
+                            sel.unregister(key.fileobj)
+                            continue
+                        if faults.drop_run and faults.drop_run in command:
+                            self.drop()
+                            return
+                        send(pipes[key.fileobj], chunk)  # type: ignore[index]
+            send(SHELL_EXIT, bytes([proc.wait() & 0xFF]))
         finally:
             self.processes.discard(proc)
             _kill(proc)
@@ -415,6 +473,14 @@ _DUMPSYS = """#!/bin/sh
 case "$1" in
 SurfaceFlinger) echo "GLES: $(grep -m1 '^facebench.gles=' "$DEVICE_ROOT/props" | cut -d= -f2-)";;
 battery) echo "Current Battery Service state:"; echo "  temperature: $(cat "$DEVICE_ROOT/battery_temperature")";;
+thermalservice)
+  [ -f "$DEVICE_ROOT/thermal_status" ] || { echo "Can't find service: thermalservice"; exit 1; }
+  set -- $(cat "$DEVICE_ROOT/thermal_status"); status=${1:-0}
+  if [ $# -gt 1 ]; then shift; echo "$*" > "$DEVICE_ROOT/thermal_status"; fi
+  echo "IsStatusOverride: false"; echo "ThermalEventListeners:"; echo "	callbacks: 1"
+  echo "ThermalStatusListeners:"; echo "	callbacks: 1"; echo "Thermal Status: $status"
+  echo "Cached temperatures:"; echo "	Temperature{mValue=30.0, mType=2, mName=battery, mStatus=$status}"
+  echo "HAL Ready: true";;
 *) echo "Can't find service: $1"; exit 1;;
 esac
 """
@@ -430,6 +496,11 @@ class StandInDevice:
     faults: Faults = field(default_factory=Faults)
     accept_new_keys: bool = False
     port: int = 0
+    features: str = "shell_v2,cmd"  # the CNXN banner's features; "" is a phone without shell v2
+
+    @property
+    def feature_set(self) -> set[str]:
+        return set(filter(None, self.features.split(",")))
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
@@ -447,6 +518,15 @@ class StandInDevice:
         (self.root / "props").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         if not (self.root / "battery_temperature").exists():
             (self.root / "battery_temperature").write_text("300\n")
+        if not (self.root / "thermal_status").exists():
+            (self.root / "thermal_status").write_text("0\n")
+        cpus = self.root / "sysfs" / "devices" / "system" / "cpu"
+        if not cpus.exists():  # as many CPUs as the host has, so taskset masks work on the host
+            count = max(os.cpu_count() or 1, 1)
+            for cpu in range(count):
+                freq = cpus / f"cpu{cpu}" / "cpufreq" / "cpuinfo_max_freq"
+                freq.parent.mkdir(parents=True)
+                freq.write_text("1804800\n" if cpu < count // 2 else "2841600\n")
         self._keys_lock = threading.Lock()
         self._server: socket.socket | None = None
         self._connections: list[_Connection] = []
@@ -471,7 +551,7 @@ class StandInDevice:
 
     def env(self) -> dict[str, str]:
         return {"PATH": f"{self.root / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(self.root),
-                "DEVICE_ROOT": str(self.root), "LANG": "C.UTF-8"}
+                "DEVICE_ROOT": str(self.root), "LANG": "C.UTF-8", "FACEBENCH_SYSFS": str(self.root / "sysfs")}
 
     # -- server -------------------------------------------------------------
     @property
