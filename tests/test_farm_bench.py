@@ -16,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 
 from facebench.cli import main
-from facebench.farm.adb import ensure_host_key
 from facebench.farm.bench import BenchModel, BenchSettings, cell_order, resolve_models, run_bench
 from facebench.farm.benchmark_output import OutputError, parse, percentiles
 from facebench.farm.inventory import Device, Inventory
@@ -29,16 +28,6 @@ pytestmark = pytest.mark.farm
 
 FAST = ("--min_secs=0", "--warmup_min_secs=0")
 SUMMARY = re.compile(r"Init: (\d+), First inference: (\d+),")
-
-
-@pytest.fixture(scope="module")
-def host_key(tmp_path_factory) -> Path:
-    return ensure_host_key(tmp_path_factory.mktemp("key") / "adbkey")
-
-
-@pytest.fixture(scope="module")
-def program(tmp_path_factory) -> Path:
-    return write_program(tmp_path_factory.mktemp("bin") / "benchmark_model")
 
 
 @pytest.fixture(scope="module")

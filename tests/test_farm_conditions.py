@@ -18,25 +18,13 @@ from click.testing import CliRunner
 
 from facebench.cli import main
 from facebench.farm import conditions
-from facebench.farm.adb import ensure_host_key
 from facebench.farm.bench import BenchSettings
 from facebench.results.store import Store
 from facebench.testing import adbd
-from facebench.testing.host_benchmark import write_program
 
 pytestmark = pytest.mark.farm
 
 FAST = ("--min_secs=0", "--warmup_min_secs=0")
-
-
-@pytest.fixture(scope="module")
-def host_key(tmp_path_factory) -> Path:
-    return ensure_host_key(tmp_path_factory.mktemp("key") / "adbkey")
-
-
-@pytest.fixture(scope="module")
-def program(tmp_path_factory) -> Path:
-    return write_program(tmp_path_factory.mktemp("bin") / "benchmark_model")
 
 
 @pytest.fixture

@@ -26,11 +26,6 @@ ADB = shutil.which("adb")
 needs_adb = pytest.mark.skipif(ADB is None, reason="Debian's adb is not installed (CI installs it)")
 
 
-@pytest.fixture(scope="module")
-def host_key(tmp_path_factory) -> Path:
-    return ensure_host_key(tmp_path_factory.mktemp("key") / "adbkey")
-
-
 @pytest.fixture
 def standins(tmp_path, host_key):
     started = []
