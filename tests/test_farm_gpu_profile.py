@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from facebench.cli import main
 from facebench.farm.adb import ensure_host_key
 from facebench.farm.bench import BenchModel, BenchSettings, FarmError, Measurement, _run_once
-from facebench.farm.benchmark_output import gpu_backend, op_profile, parse
+from facebench.farm.benchmark_output import OutputError, gpu_backend, op_profile, parse
 from facebench.farm.inventory import Device
 from facebench.report.leaderboard import device_latency
 from facebench.report.op_profile import op_profiles
@@ -195,3 +195,25 @@ def test_bench_with_memory_and_op_profile_passes_end_to_end(tmp_path, facebench_
     assert "facebench stand-in: interpreter.invoke" in page and "Per-op profile" in page
     (tmp_path / "record.json").write_text(json.dumps({**record, "output": record["output"][-200:], "op_rows": ops},
                                                      indent=1))
+
+
+@pytest.mark.parametrize("bad", ["0.1.0", "1e999", "-1.000"])
+def test_a_malformed_number_in_the_op_profile_is_the_cells_garbage(bad):
+    """A profile row the header matches but whose number is not one: an OutputError naming the row (the cell's
+    garbage), not a ValueError or OverflowError that the runner would take for its own failure."""
+    broken = RUN_ORDER.replace(_profile_line("CONV_2D", "0.000", "1.220", "1.171", "61.089%", "61.089%", "0.000", "1",
+                                             "[model/conv 0/Relu6]"),
+                               _profile_line("CONV_2D", "0.000", "1.220", bad, "61.089%", "61.089%", "0.000", "1",
+                                             "[model/conv 0/Relu6]"))
+    with pytest.raises(OutputError, match=f"malformed number '{bad}' in the op profile line"):
+        op_profile(broken)
+
+
+@pytest.mark.parametrize("line", [
+    "INFO: Inference timings in us: Init: 1e999, First inference: 1, Warmup (avg): 1, Inference (avg): 1",
+    "INFO: count=5 first=1 curr=1 min=1 max=1 avg=1 std=0 p5=1 median=1e999 p95=1",
+])
+def test_infinite_figures_are_garbage_not_stored_results(line):
+    text = TIMINGS.replace(TIMINGS.splitlines()[1 if "Inference timings" in line else 0], line)
+    with pytest.raises(OutputError, match="malformed number '1e999'"):
+        parse(text)

@@ -286,3 +286,41 @@ def test_cli_probe_discover_and_bench_through_the_server(server, standins, host_
     inventory.write_text(f'[host]\nkey = "{host_key}"\n[devices.ghost]\nserial = "x"\nserver = "{nobody}"\n')
     none = runner.invoke(main, ["devices", "probe", "--inventory", str(inventory), "--store", str(store)])
     assert none.exit_code == 1 and "unreachable" in none.output
+
+
+def test_discover_names_two_phones_of_one_model_apart_so_the_lines_load(monkeypatch, tmp_path):
+    """Identical phones are the normal farm: the pasted lines must still be one table per phone."""
+    import tomllib
+
+    from facebench.farm import adb_server
+
+    phones = [{"serial": s, "state": "device", "server": "127.0.0.1:5037", "model": "Pixel 7"}
+              for s in ("A1", "B2", "C3")]
+    monkeypatch.setattr(adb_server, "discover", lambda server, timeout: phones)
+    result = CliRunner().invoke(main, ["devices", "discover"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.split("# inventory lines for devices/farm.toml", 1)[1]
+    devices = tomllib.loads(lines)["devices"]
+    assert {name: d["serial"] for name, d in devices.items()} == {"pixel-7": "A1", "pixel-7-2": "B2",
+                                                                  "pixel-7-3": "C3"}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('serial = " R58 "', "spaces or control characters"),
+    ('serial = "a\\nb"', "spaces or control characters"),
+    ('serial = "R58"\nserver = "[::1]:5037"', "IPv6 is not supported"),
+    ('serial = "R58"\nserver = " :5"', r"is not host\[:port\]"),
+])
+def test_odd_serials_and_servers_are_refused_naming_the_file(tmp_path, entry, message):
+    path = tmp_path / "farm.toml"
+    path.write_text(f"[devices.x]\n{entry}\n")
+    with pytest.raises(InventoryError, match=message) as info:
+        load_inventory(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_battery_limit_that_is_not_a_finite_temperature_is_refused():
+    for value in ("nan", "-inf", "hot"):
+        result = CliRunner().invoke(main, ["bench", "blazeface-short", "--devices", "all", "--max-battery-temp",
+                                           value])
+        assert result.exit_code == 2 and "is not a temperature" in result.output, (value, result.output)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -139,8 +140,14 @@ def devices_discover(servers, timeout, as_json):
             click.echo(f"{r['serial']:<24} {r['state']:<13} {r['server']:<22} {r['model'] or r.get('error', '')}")
         if found:
             click.echo("\n# inventory lines for devices/farm.toml")
+        taken: set[str] = set()
         for r in found:
-            name = re.sub(r"[^A-Za-z0-9._-]+", "-", r["model"] or r["serial"]).strip("-._").lower() or "device"
+            base = re.sub(r"[^A-Za-z0-9._-]+", "-", r["model"] or r["serial"]).strip("-._").lower() or "device"
+            name, k = base, 1
+            while name in taken:  # two phones of one model: a TOML table may be declared once
+                k += 1
+                name = f"{base}-{k}"
+            taken.add(name)
             click.echo(f"\n[devices.{name}]" + ("" if r["state"] == "device" else f"  # state: {r['state']}"))
             if r["server"] != LOCAL_SERVER:
                 click.echo(f'server = "{r["server"]}"')
@@ -164,9 +171,12 @@ def _battery_limit(_ctx, _param, value: str) -> float | None:
     if value.strip().lower() in ("off", "none"):
         return None
     try:
-        return float(value)
+        limit = float(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a temperature in degrees Celsius or 'off'") from None
+        limit = math.nan
+    if not math.isfinite(limit):  # nan would switch the check off silently, -inf make every run hot
+        raise click.BadParameter(f"{value!r} is not a temperature in degrees Celsius or 'off'")
+    return limit
 
 
 def _cores(_ctx, _param, value: str) -> str | None:

@@ -41,6 +41,7 @@ regular expressions and converted with ``float``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -158,7 +159,7 @@ def op_profile(text: str) -> list[dict]:
         numeric = [c for c in columns if c not in ("node type", "name")]
         if len(values) != len(numeric):
             continue
-        cells = dict(zip(numeric, (float(v.rstrip("%")) for v in values)))
+        cells = dict(zip(numeric, (_cell(v, line) for v in values)))
         if "avg ms" not in cells:
             continue
         row = {"node_type": match.group(1), "name": match.group(3), "avg_ms": cells["avg ms"],
@@ -171,6 +172,17 @@ def op_profile(text: str) -> list[dict]:
     return rows
 
 
+def _cell(value: str, line: str) -> float:
+    """One number of an op-profile row (a trailing % allowed), finite and >= 0, else OutputError quoting the row."""
+    try:
+        number = float(value.rstrip("%"))
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise OutputError(f"malformed number {value!r} in the op profile line {line.strip()[:300]!r}")
+    return number
+
+
 def _line_of(text: str, pos: int) -> str:
     start = text.rfind("\n", 0, pos) + 1
     end = text.find("\n", pos)
@@ -178,11 +190,15 @@ def _line_of(text: str, pos: int) -> str:
 
 
 def _number(value: str, text: str, pos: int) -> float:
-    """``float(value)``, or OutputError quoting the line it sits on (``Init: 1.2.3`` is garbage, not a crash)."""
+    """``float(value)`` when it is a finite time, size or count (>= 0), else OutputError quoting the line it
+    sits on: ``Init: 1.2.3``, ``1e999``, ``nan`` and ``-3`` are garbage, never a crash or a stored figure."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
         raise OutputError(f"malformed number {value!r} in the line {_line_of(text, pos)[:300]!r}") from None
+    return number
 
 
 def percentiles(samples_us=None, stats: dict[str, float] | None = None,

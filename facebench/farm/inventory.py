@@ -109,8 +109,9 @@ def split_server(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = value, str(DEFAULT_SERVER_PORT)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r} is not host[:port]")
+    # a host name or an IPv4 address: IPv6 would need brackets the adb client does not take
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host[:port] (a host name or IPv4 address; IPv6 is not supported)")
     return host, int(port)
 
 
@@ -164,6 +165,8 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
         if not isinstance(address, str) or not isinstance(serial, str) or bool(address) == bool(serial):
             raise InventoryError(f"{where}: give exactly one of address = \"host:port\" (TCP) "
                                  "or serial = \"...\" (a device of an adb server: USB or `adb connect`)")
+        if serial and (serial != serial.strip() or any(c.isspace() or not c.isprintable() for c in serial)):
+            raise InventoryError(f"{where}: serial {serial!r} has spaces or control characters; adb serials have none")
         if "server" in spec and address:
             raise InventoryError(f"{where}: server is for a serial; address is a direct TCP connection "
                                  "(give one of address, or serial with server)")
