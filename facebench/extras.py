@@ -11,10 +11,12 @@ when they load, so a missing extra is one clean line
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import platform
 import sys
+from collections.abc import Mapping
 from types import ModuleType
 
 from facebench.errors import FacebenchError
@@ -68,12 +70,20 @@ def require_platform(platforms: tuple[str, ...] | list[str], model: str) -> None
         raise MissingExtra(f"{model} runs on {', '.join(platforms)} only, not on {this_platform()}")
 
 
+@functools.cache
+def _providers() -> Mapping[str, list[str]]:
+    """Top-level module -> the distributions that provide it: a scan of every installed package, so once."""
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
 def installed_versions(extras: tuple[str, ...] | list[str]) -> dict[str, str]:
     """``{distribution: version}`` of what provides these extras' modules here (part of a run's key: a new
     dlib can change dlib's numbers)."""
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import version
 
-    providers = packages_distributions()
+    providers = _providers()
     found = {}
     for extra in extras:
         for module in EXTRAS.get(extra, ()):

@@ -74,6 +74,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.assets)
 
 
+def _copy_new(source: Path, target: Path) -> None:
+    """Copy the ``.npz`` files ``target`` lacks (their names carry the hashes that make them valid)."""
+    if not source.is_dir():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.npz"):
+        if not (target / path.name).exists():
+            tmp = target / f".{path.name}.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target / path.name)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def facebench_home(tmp_path_factory):
     """Isolate the cache and the results store from the user's; start from the persistent asset cache."""
@@ -83,17 +95,20 @@ def facebench_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("facebench-home")
     old = os.environ.get("FACEBENCH_HOME")
     os.environ["FACEBENCH_HOME"] = str(home)
+    parsed = assets.assets_dir() / "parsed"  # parses keyed by file and parser hash (facebench.baselines.ert)
     if persistent is not None and persistent.is_dir():
         for asset in assets.ASSETS.values():
             if (persistent / asset.name).is_file():
                 _copy_verified(persistent / asset.name, asset.path, asset.sha256)
+        _copy_new(persistent / "parsed", parsed)
     try:
         yield home
     finally:
-        if persistent is not None:  # keep what this session downloaded for the next one
+        if persistent is not None:  # keep what this session downloaded or parsed for the next one
             for asset in assets.ASSETS.values():
                 if asset.path.is_file() and not (persistent / asset.name).is_file():
                     _copy_verified(asset.path, persistent / asset.name, asset.sha256)
+            _copy_new(parsed, persistent / "parsed")
         if old is None:
             os.environ.pop("FACEBENCH_HOME", None)
         else:

@@ -53,6 +53,7 @@ def shape_model(dlib_model):
     return read_shape_predictor(asset_path("dlib_shape_predictor_68_face_landmarks.dat"))
 
 
+@pytest.mark.slow  # parsing the 100 MB file takes seconds (the shape_model fixture)
 def test_shape_predictor_file_is_read_whole(shape_model, dlib_model, tmp_path):
     m = shape_model
     assert m.initial_shape.shape == (68, 2) and m.idx1.shape == (15, 500, 15)
@@ -110,6 +111,7 @@ def test_last_stage_equals_dlib_on_real_photos(shape_model):
     assert faces >= 12
 
 
+@pytest.mark.slow  # the shape_model fixture parses the 100 MB file
 def test_ert_adapter_reports_every_stage(shape_model, mini_samples):
     adapter = ErtCascade()
     adapter.load()

@@ -64,7 +64,7 @@ def registry(tmp_path, monkeypatch):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     monkeypatch.setenv("FACEBENCH_NPM_REGISTRY", f"http://127.0.0.1:{server.server_port}")
     monkeypatch.setenv("FACEBENCH_HOME", str(tmp_path / "home"))
