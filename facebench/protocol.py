@@ -47,7 +47,12 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "columns": list,  # the metrics shown in the leaderboard, in order
     "face_box": dict,  # how a landmark model's face box is obtained
     "options": dict,  # the metric's options
+    # items per chunk when a cell is split across shards or workers: how work is divided, never what is
+    # scored, so it is left out of the content hash
+    "chunk_items": int,
 }
+DEFAULT_CHUNK_ITEMS = 512
+NOT_HASHED = ("chunk_items",)
 FACE_BOX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "source": str,  # ground-truth | detector
     "rule": str,  # how the ground-truth box is drawn, in words
@@ -136,6 +141,7 @@ class Protocol:
     transform: str | None = None
     face_box: FaceBox = field(default_factory=FaceBox)
     faces: int | None = None
+    chunk_items: int = DEFAULT_CHUNK_ITEMS  # items per chunk when a cell is split (shards, workers)
 
 
 def _check_fields(data: dict, fields: dict, where: str, source: str) -> None:
@@ -192,6 +198,8 @@ def validate(data: dict, source: str) -> None:
         raise ProtocolError(f"{source}: points must be shared or all")
     if data.get("transform") not in (None, "shifted"):
         raise ProtocolError(f"{source}: transform must be shifted")
+    if not _is_positive_int(data.get("chunk_items", 1)):
+        raise ProtocolError(f"{source}: chunk_items must be a positive integer, not {data['chunk_items']!r}")
 
 
 def parse_protocol(text: str, source: str = "<string>") -> Protocol:
@@ -200,7 +208,8 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(f"{source}: not valid TOML ({exc})") from exc
     validate(data, source)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    hashed = {k: v for k, v in data.items() if k not in NOT_HASHED}
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return Protocol(
         id=data["id"], title=data["title"], dataset=data["dataset"], task=data["task"],
         metric=data["metric"], columns=tuple(data.get("columns", ())), options=dict(data.get("options", {})),
@@ -208,6 +217,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         scheme=data.get("scheme"), points=data.get("points", "shared"), root=data.get("root", ""),
         reference=data.get("reference", ""), transform=data.get("transform"),
         face_box=FaceBox(**data.get("face_box", {})), faces=data.get("faces"),
+        chunk_items=data.get("chunk_items", DEFAULT_CHUNK_ITEMS),
     )
 
 

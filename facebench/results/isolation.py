@@ -236,7 +236,8 @@ def run_isolated(cells: list[Cell], store_path: Path, settings: Settings, jobs: 
                         when = datetime.fromtimestamp(held.since).strftime("%Y-%m-%d %H:%M:%S")
                         where = "" if held.host == host else f" on {held.host}"
                         results.append(CellResult(job.cell, [
-                            f"skip {job.name} on {job.cell.protocol.id}: being computed by pid {held.pid}{where} "
+                            f"skip {job.name} on {job.cell.protocol.id}{job.cell.chunk_label}: being computed by pid "
+                            f"{held.pid}{where} "
                             f"since {when}; rerun later to reuse it"], skipped=True))
                         report(results[-1])
                         continue
@@ -260,7 +261,7 @@ def run_isolated(cells: list[Cell], store_path: Path, settings: Settings, jobs: 
                     how = describe_exit(worker.process.exitcode)
                     retire(worker)
                     finish(job, CellResult(job.cell, [
-                        f"error: {job.name} on {job.cell.protocol.id}: worker died: {how} "
+                        f"error: {job.name} on {job.cell.protocol.id}{job.cell.chunk_label}: worker died: {how} "
                         "(its stored items are kept; the next run resumes the cell)"], error=True))
                 elif timeout and worker.state[1] and now - worker.since > timeout:
                     retire(worker)
@@ -270,7 +271,8 @@ def run_isolated(cells: list[Cell], store_path: Path, settings: Settings, jobs: 
                     else:
                         phases = ", ".join(sorted({p for p, _ in worker.state[1]}))
                         finish(job, CellResult(job.cell, [
-                            f"error: {job.name} on {job.cell.protocol.id}: timeout: {phases} exceeded {timeout:g} s"],
+                            f"error: {job.name} on {job.cell.protocol.id}{job.cell.chunk_label}: timeout: {phases} "
+                            f"exceeded {timeout:g} s"],
                             error=True))
             if now - last_beat > HEARTBEAT_S:
                 last_beat = now
@@ -295,7 +297,7 @@ def run_isolated(cells: list[Cell], store_path: Path, settings: Settings, jobs: 
 
 
 def _claim_key(job: _Job) -> str:
-    return f"{job.name} on {job.cell.protocol.id}"
+    return f"{job.name} on {job.cell.protocol.id}{job.cell.chunk_label}"
 
 
 def _drain(worker: _Worker, now: float) -> CellResult | None:

@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS items (
     postprocess_s REAL,
     PRIMARY KEY (run_key, item)
 );
+CREATE TABLE IF NOT EXISTS chunks (
+    run_key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
+    chunk INTEGER NOT NULL,
+    n_chunks INTEGER NOT NULL,
+    n_items INTEGER NOT NULL,
+    finished REAL,
+    PRIMARY KEY (run_key, chunk)
+);
 CREATE TABLE IF NOT EXISTS device_results (
     key TEXT PRIMARY KEY,
     model TEXT NOT NULL,
@@ -324,6 +332,7 @@ class Store:
     def delete_run(self, key: str) -> None:
         with self._db:
             self._db.execute("DELETE FROM items WHERE run_key = ?", (key,))
+            self._db.execute("DELETE FROM chunks WHERE run_key = ?", (key,))
             self._db.execute("DELETE FROM runs WHERE key = ?", (key,))
 
     def add_items(self, key: str, results: Iterable[ItemResult]) -> None:
@@ -365,6 +374,23 @@ class Store:
         rows = self._db.execute("SELECT item, error FROM items WHERE run_key = ? AND error IS NOT NULL", (key,))
         return [(item, error) for item, error in rows]
 
+    def record_chunk(self, key: str, chunk: int, n_chunks: int, n_items: int) -> None:
+        """Chunk ``chunk`` (0-based) of ``n_chunks`` of a run of ``n_items`` items is stored (a shard's part;
+        ``facebench merge`` checks that every chunk of a run came)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO chunks (run_key, chunk, n_chunks, n_items, finished)"
+                             " VALUES (?, ?, ?, ?, ?)", (key, chunk, n_chunks, n_items, time.time()))
+
+    def chunks(self, key: str) -> dict[int, tuple[int, int]]:
+        """The stored chunks of a run: chunk -> (n_chunks, n_items) (empty for a run not split)."""
+        try:
+            rows = self._db.execute("SELECT chunk, n_chunks, n_items FROM chunks WHERE run_key = ?", (key,))
+            return {chunk: (n, items) for chunk, n, items in rows}
+        except sqlite3.OperationalError as exc:  # a read-only store written before chunks were kept
+            if "no such table" in str(exc):
+                return {}
+            raise
+
     def curves(self, key: str) -> dict:
         """Curves the scorer kept for plots (precision-recall, ...), by name."""
         row = self._db.execute("SELECT curves FROM runs WHERE key = ?", (key,)).fetchone()
@@ -379,6 +405,55 @@ class Store:
                 "UPDATE runs SET status = 'complete', metrics = ?, curves = ?, n_items = ?, n_failures = ?,"
                 " finished = ? WHERE key = ?",
                 (json.dumps(metrics), json.dumps(curves or {}), n_items, n_failures, time.time(), key))
+
+    def import_run(self, source: Store, key: str) -> str:
+        """Copy run ``key`` of ``source`` (row, items with their per-item numbers, chunks) into this store:
+        ``new`` (it was not here), ``completed`` (here but not complete, complete there) or ``merged``
+        (items and chunks added; a stored success is never replaced by a failure)."""
+        columns = RUN_COLUMNS + ", curves"
+        row = source._db.execute(f"SELECT {columns} FROM runs WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise StoreError(f"{source.path}: no run {key}")
+        items = source._db.execute(
+            "SELECT run_key, item, error, prediction, item_metrics, preprocess_s, forward_s, postprocess_s FROM items"
+            " WHERE run_key = ?", (key,)).fetchall()
+        mine = self.get_run(key)
+        outcome = "new" if mine is None else "merged"
+        with self._db:
+            if mine is None:
+                self._db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})", row)
+            elif mine.status != "complete" and row[7] == "complete":
+                self._db.execute("UPDATE runs SET status = 'complete', metrics = ?, n_items = ?, n_failures = ?,"
+                                 " finished = ?, curves = ? WHERE key = ?", (row[8], row[10], row[11], row[13],
+                                                                            row[16], key))
+                outcome = "completed"
+            self._db.executemany(
+                "INSERT INTO items (run_key, item, error, prediction, item_metrics, preprocess_s, forward_s,"
+                " postprocess_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_key, item) DO UPDATE SET"
+                " error = excluded.error, prediction = excluded.prediction, item_metrics = excluded.item_metrics,"
+                " preprocess_s = excluded.preprocess_s, forward_s = excluded.forward_s,"
+                " postprocess_s = excluded.postprocess_s WHERE items.error IS NOT NULL AND excluded.error IS NULL",
+                items)
+            self._db.executemany("INSERT OR REPLACE INTO chunks (run_key, chunk, n_chunks, n_items, finished)"
+                                 " VALUES (?, ?, ?, ?, ?)",
+                                 [(key, c, n, m, None) for c, (n, m) in source.chunks(key).items()])
+        return outcome
+
+    def import_device_results(self, source: Store) -> int:
+        """Copy ``source``'s farm measurements (with op profiles) and probes that are newer than this
+        store's; returns how many measurements were copied."""
+        mine = {r["key"]: r.get("finished") or 0 for r in self.device_results()}
+        copied = 0
+        for record in source.device_results():
+            if record["key"] not in mine or (record.get("finished") or 0) > mine[record["key"]]:
+                self.put_device_result({**record, "op_profile": source.device_op_profile(record["key"])})
+                copied += 1
+        probed = dict(self._db.execute("SELECT device, probed FROM device_probes").fetchall())
+        rows = source._db.execute("SELECT device, record, probed FROM device_probes").fetchall()
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO device_probes (device, record, probed) VALUES (?, ?, ?)",
+                                 [r for r in rows if r[0] not in probed or (r[2] or 0) > (probed[r[0]] or 0)])
+        return copied
 
     def put_device_result(self, record: dict) -> None:
         """One farm measurement (see :class:`facebench.farm.bench.Measurement`), replacing an older one.
