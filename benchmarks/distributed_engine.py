@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's facebench, as `-m facebench` runs
+
 WIDER_TEST_IMAGES = 16_097
 
 
@@ -51,7 +53,10 @@ def matrix(folder: Path) -> None:
         seconds, done = facebench("run", "--jobs", "2", "--force", "--no-report", "--no-progress", "--engine", engine,
                                   "--store", str(folder / f"matrix-{engine}.sqlite"), "--out", str(folder / engine))
         times[engine] = seconds
-        print(f"{engine:>6}: {seconds:7.1f} s (exit {done.returncode}) {done.stdout.strip().splitlines()[0]}")
+        summary = (done.stdout.strip().splitlines() or [""])[0]
+        print(f"{engine:>6}: {seconds:7.1f} s (exit {done.returncode}) {summary}")
+        if done.returncode:
+            print(done.stderr[-3000:])
     local, dask = run_metrics(folder / "matrix-local.sqlite"), run_metrics(folder / "matrix-dask.sqlite")
     same = local == dask
     print(f"runs: local {len(local)}, dask {len(dask)}; metrics equal: {same}")
@@ -88,7 +93,7 @@ def synthetic_cell(folder: Path, images: int, chunk: int) -> tuple[Path, Path]:
         w, h = max(8, int(crop.shape[1] * scale)), max(8, int(crop.shape[0] * scale))
         frame = np.full((240, 320, 3), rng.integers(40, 200, 3), dtype=np.uint8)
         x, y = int(rng.integers(0, max(1, 320 - w))), int(rng.integers(0, max(1, 240 - h)))
-        pasted = np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR))[: 240 - y, : 320 - x]
+        pasted = np.asarray(Image.fromarray(crop).resize((w, h), Image.Resampling.BILINEAR))[: 240 - y, : 320 - x]
         frame[y:y + pasted.shape[0], x:x + pasted.shape[1]] = pasted
         name = f"frame{i:05d}.jpg"
         if not (data / name).exists():
@@ -140,12 +145,18 @@ def overheads(cell: dict, images: int) -> dict:
     plan = plan_cell(registry.resolve("blazeface-short"), get_protocol(str(cell["protocol"])), root=cell["xml"])
     tasks = [ChunkTask("blazeface-short", plan.protocol, str(cell["xml"]), plan.key, plan.fingerprint, i,
                        plan.n_chunks, plan.chunk_keys(i)) for i in range(min(3, plan.n_chunks))]
-    compute_chunk(tasks[0])  # loads the model, as a worker's first chunk does
+    start = time.perf_counter()
+    compute_chunk(tasks[0])  # plans the cell (dataset, fingerprint, key) and loads the model, as a worker's first
+    first = time.perf_counter() - start
     start = time.perf_counter()
     payloads = [compute_chunk(task) for task in tasks[1:] or tasks]
     compute = (time.perf_counter() - start) / sum(len(p["items"]) for p in payloads)
+    first -= compute * len(tasks[0].item_keys)  # the first chunk's fixed cost
+    start = time.perf_counter()
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, silence_logs=40) as c, \
             distributed.Client(c) as client:
+        client.wait_for_workers(2)
+        cluster = time.perf_counter() - start
         client.gather(client.map(lambda i: i, range(50), pure=False))  # warm
         start = time.perf_counter()
         client.gather(client.map(lambda i: i, range(500), pure=False))
@@ -167,7 +178,8 @@ def overheads(cell: dict, images: int) -> dict:
         start = time.perf_counter()
         finish_cell(plan, db)
         scoring = time.perf_counter() - start
-    return {"compute": compute, "task": task, "driver": driver, "scoring": scoring, "images": images}
+    return {"compute": compute, "task": task, "driver": driver, "scoring": scoring, "images": images,
+            "cluster": cluster, "first": first}
 
 
 def cost_model(o: dict, chunk: int) -> None:
@@ -175,7 +187,9 @@ def cost_model(o: dict, chunk: int) -> None:
 
     Workers: ceil(chunks / W) rounds of (chunk x compute + task); the driver decodes and commits every
     item (serially, overlapped with the workers) and scores once at the end:
-        T(W) = max(rounds x (chunk x c + t), n x d) + s,  efficiency = n x c / (W x T(W)).
+        T(W) = max(rounds x (chunk x c + t), n x d) + s + f,  efficiency = n x c / (W x T(W)),
+    f being a worker's first-chunk cost (planning the cell, loading the model), paid once per worker in
+    parallel; the cluster's own start-up is left out (a standing cluster is joined with --address).
     WIDER FACE photos are larger than these frames (about 1024 x 700): compute scales with decode and
     resize, so c is given here both as measured and x5."""
     n = WIDER_TEST_IMAGES
@@ -183,7 +197,8 @@ def cost_model(o: dict, chunk: int) -> None:
     print(f"== cost model: WIDER FACE test, {n} images, chunk_items {chunk} ({chunks} chunks) ==")
     print(f"measured: compute {o['compute'] * 1e3:.2f} ms/item (a warm worker), empty task {o['task'] * 1e3:.2f} ms, "
           f"driver {o['driver'] * 1e3:.3f} ms/item (decode + commit), scoring {o['scoring']:.2f} s for "
-          f"{o['images']} images")
+          f"{o['images']} images; fixed: a 2-worker LocalCluster up in {o['cluster']:.1f} s, a worker's first "
+          f"chunk {o['first']:.1f} s more than the others (plan: dataset, fingerprint, key; model load)")
     scoring = o["scoring"] * n / o["images"]  # AP sorts all detections once: about linear at these sizes
     print(f"{'c (ms/item)':>12} {'workers':>8} {'T (s)':>8} {'efficiency':>10} {'bound':>8}")
     for factor in (1, 5):
@@ -192,7 +207,7 @@ def cost_model(o: dict, chunk: int) -> None:
             rounds = -(-chunks // workers)
             work = rounds * (chunk * c + o["task"])
             driver = n * o["driver"]
-            total = max(work, driver) + scoring
+            total = max(work, driver) + scoring + o["first"]
             print(f"{c * 1e3:>12.2f} {workers:>8} {total:>8.1f} {n * c / (workers * total):>10.2f} "
                   f"{'driver' if driver > work else 'workers':>8}")
     knee = o["compute"] / o["driver"]

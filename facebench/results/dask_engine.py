@@ -44,8 +44,13 @@ from facebench.types import ItemResult
 PACKAGES = ("facebench", "numpy", "tflite-runtime", "onnxruntime", "onnx", "pillow", "dlib-bin",
             "opencv-python-headless")
 # Dask settings for the cluster facebench starts (and advice for yours): a dead worker's task is retried once, and
-# a worker is sent only the task it runs, so a worker that dies takes no innocent task's retry with it
-CLUSTER_CONFIG = {"distributed.scheduler.allowed-failures": 1, "distributed.scheduler.worker-saturation": 1.0}
+# a worker is sent only the task it runs, so a worker that dies takes no innocent task's retry with it. Two worker
+# defaults cost a chunk of image decoding 3x its in-process time (measured: 0.85 s vs 0.28 s for 128 frames with
+# BlazeFace): MALLOC_TRIM_THRESHOLD_=65536 (glibc then hands freed image buffers back to the kernel and faults
+# them in again) and the 10 ms statistical profiler (it takes the GIL from the harness's threads); both are off.
+CLUSTER_CONFIG = {"distributed.scheduler.allowed-failures": 1, "distributed.scheduler.worker-saturation": 1.0,
+                  "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                  "distributed.worker.profile.enabled": False}
 
 
 class EngineError(FacebenchError, RuntimeError):
