@@ -125,6 +125,8 @@ def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if not cells:
         return []
+    if shard is not None and shard.count == 1:  # 1/1 is the whole matrix: a plain run (cells whole, scored here)
+        shard = None
     if engine == "dask":
         from facebench.results.dask_engine import run_on_dask
 

@@ -91,7 +91,10 @@ def _plan(task: ChunkTask):
     from facebench.results.evaluate import plan_cell
 
     root = Path(task.root) if task.root and Path(task.root).exists() else root_for(task.protocol.dataset)
-    cache_key = (task.model, task.protocol.id, task.protocol.content_hash, str(root), task.runtime, task.skip_bad)
+    # the driver's key and fingerprint too: a model file edited, or a dataset copy changed, since this worker
+    # planned the cell is planned again (a stale plan would refuse every chunk, or compute with the old code)
+    cache_key = (task.model, task.protocol.id, task.protocol.content_hash, str(root), task.runtime, task.skip_bad,
+                 task.key, task.fingerprint)
     with _lock:
         plan = _plans.get(cache_key)
         if plan is not None:
@@ -116,8 +119,17 @@ def _plan(task: ChunkTask):
     return plan
 
 
+def _model_key(plan, task: ChunkTask) -> tuple:
+    """A loaded model is reused only for the same code, card, artifacts and runtime (a model file edited since
+    it was loaded is loaded again: its results go under the new code's key)."""
+    import json
+
+    made_of = {k: plan.parts.get(k) for k in ("card", "code", "artifacts", "runtime_version", "extras")}
+    return (task.model, plan.runtime, task.threads, json.dumps(made_of, sort_keys=True, default=str))
+
+
 def _model(plan, task: ChunkTask) -> tuple[Any, dict, threading.Lock]:
-    cache_key = (task.model, plan.runtime, task.threads)
+    cache_key = _model_key(plan, task)
     with _lock:
         found = _models.get(cache_key)
         if found is not None:
@@ -133,9 +145,9 @@ def _model(plan, task: ChunkTask) -> tuple[Any, dict, threading.Lock]:
     return entry
 
 
-def _forget_model(task: ChunkTask, runtime: str) -> None:
+def _forget_model(plan, task: ChunkTask) -> None:
     with _lock:
-        _models.pop((task.model, runtime, task.threads), None)
+        _models.pop(_model_key(plan, task), None)
 
 
 def encode_item(result: ItemResult) -> list:
@@ -188,7 +200,7 @@ def compute_chunk(task: ChunkTask) -> dict:
                 stuck = {item: phase for phase, item in state if item}
                 hung = [ItemResult(item, None, f"timeout: {phase} exceeded {task.item_timeout:g} s")
                         for item, phase in stuck.items()]
-                _forget_model(task, plan.runtime)  # the stuck thread still holds it
+                _forget_model(plan, task)  # the stuck thread still holds it
                 break
         if not hung:
             activity.set_run(None)

@@ -87,8 +87,9 @@ def connect(address: str | None, jobs: int):
     with dask.config.set(CLUSTER_CONFIG):
         if address:
             try:
+                _probe(address)
                 client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: not an address (http://...)
                 raise EngineError(f"no Dask scheduler at {address} ({exc}): start one with `dask scheduler` "
                                   "and workers with `dask worker ADDRESS --nthreads 1`") from None
             try:
@@ -108,6 +109,27 @@ def connect(address: str | None, jobs: int):
 
 CONNECT_TIMEOUT_S = 30.0  # how long a run tries to reach the scheduler at --address
 WORKER_WAIT_S = 60.0  # how long a run waits for a first worker (a cluster starting, or restarting one)
+
+
+def _probe(address: str) -> None:
+    """Raise OSError unless a Dask scheduler answers at ``address`` within :data:`CONNECT_TIMEOUT_S`: Dask's
+    client waits for the handshake without a limit, so a port where something else listens (a web server, a
+    dashboard's port) would hang the run for ever."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+    from distributed.security import Security
+
+    async def handshake() -> None:
+        comm = await comm_connect(address, timeout=CONNECT_TIMEOUT_S, **Security().get_connection_args("client"))
+        await comm.close()
+
+    try:
+        # connecting gives up at CONNECT_TIMEOUT_S (its own OSError: nobody listens); the handshake has 2 s more
+        asyncio.run(asyncio.wait_for(handshake(), CONNECT_TIMEOUT_S + 2))
+    except TimeoutError:
+        raise OSError(f"something listens there but did not answer as a Dask scheduler within "
+                      f"{CONNECT_TIMEOUT_S + 2:g} s; is that the dashboard's or another program's port?") from None
 
 
 def check_versions(client) -> None:
@@ -172,6 +194,8 @@ def run_on_dask(cells: list[Cell], store_path: Path, settings: Settings, jobs: i
             state = _CellState(cell, plan, name, CellResult(cell))
             chunks = range(plan.n_chunks)
             state.selected = {i for i in chunks if select is None or select(cell, i, plan.n_chunks)}
+            if not state.selected:  # every chunk of it is other shards' work (as the local engine leaves it out)
+                continue
             if _reuse(db, state, settings):
                 results.append(state.result)
                 report(state.result)
@@ -197,8 +221,12 @@ def _reuse(db, state: _CellState, settings: Settings) -> bool:
         return False
     if existing is None:
         return False
-    failed = db.failures(plan.key)
-    if existing.status == "complete" and (settings.keep_failures or not failed):
+    whole = len(state.selected) == plan.n_chunks
+    mine = None if whole else {k for i in state.selected for k in plan.chunk_keys(i)}
+    failed = [(item, error) for item, error in db.failures(plan.key) if mine is None or item in mine]
+    # a shard reuses a complete run as it is (as evaluate does for a chunk): the other chunks' failures are
+    # other shards' to run again, and forgetting them here would leave the run incomplete in this store
+    if existing.status == "complete" and (settings.keep_failures or not failed or not whole):
         db.mark_used(plan.key)
         state.result.messages.append(f"{state.name} on {plan.protocol.id}: {_metrics(existing.metrics)} "
                                      "(stored result reused; --force recomputes)")
@@ -275,7 +303,7 @@ def _drive(client, db, states: list[_CellState], settings: Settings,
             except Exception as exc:  # noqa: BLE001 - one chunk's end, named; its cell's other chunks go on
                 reason = _describe_failure(exc, task)
                 store_items(state, [ItemResult(k, None, reason) for k in task.item_keys], None)
-                state.result.messages.append(f"  failed {task.label}: {reason}")
+                state.result.messages.append(f"  failed: {reason}")  # the reason names the chunk
                 settle(state, task)
                 continue
             rows = [decode_item(row) for row in payload["items"]]

@@ -18,6 +18,7 @@ the merged store gives the same leaderboard). Missing chunks are reported.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,17 +70,31 @@ class MergeReport:
     device_results: int = 0
 
 
-def check_mergeable(sources: Sequence[Path]) -> None:
+def check_mergeable(sources: Sequence[Path], into: Path | None = None) -> None:
     """Refuse stores whose runs of one cell (model, protocol, runtime) differ in key or facebench version,
-    naming the stores and the parts that differ; nothing is written."""
+    or whose chunks of one run were cut differently (``chunk_items`` is not in the key: shards given protocol
+    files with other ``chunk_items`` cut the same run into other chunks, and the chunks' numbers would not name
+    the same items), naming the stores and the parts that differ; nothing is written. ``into``, when it
+    exists, is checked for its chunks only (it may hold older runs of a cell)."""
     from facebench.results.store import Store
 
     seen: dict[tuple[str, str, str], tuple[Path, str, dict, str]] = {}
+    cut: dict[str, tuple[Path, int, int]] = {}  # run key -> (store, n_chunks, n_items) of its chunks
     problems = []
-    for path in sources:
+    for path in [*sources, *([into] if into is not None and Path(into).is_file() else [])]:
         with Store(path, read_only=True) as db:
             runs = db.runs(status=None)
+            chunks = {run.key: db.chunks(run.key) for run in runs}
         for run in runs:
+            for n_chunks, n_items in set(chunks[run.key].values()):
+                first = cut.setdefault(run.key, (path, n_chunks, n_items))
+                if first[1:] != (n_chunks, n_items):
+                    problems.append(f"{run.model} on {run.protocol} ({run.runtime}): {first[0]} cut it into "
+                                    f"{first[1]} chunks of its {first[2]} items, {path} into {n_chunks} of "
+                                    f"{n_items} (their protocol files' chunk_items differ): rerun the odd shard "
+                                    "with the others' protocol file")
+            if path not in sources:
+                continue
             cell = (run.model, run.protocol, run.runtime)
             version = str((run.environment or {}).get("facebench"))
             if cell not in seen:
@@ -113,9 +128,9 @@ def merge(sources: Sequence[Path], into: Path, roots: dict[str, Path] | None = N
     for path in sources:
         if not path.is_file():
             raise UsageError(f"no store at {path}")
-        if path.resolve() == Path(into).resolve():
+        if path.resolve() == Path(into).resolve() or (Path(into).exists() and os.path.samefile(path, into)):
             raise UsageError(f"{path} is the store merged into: name the shard stores and another --into")
-    check_mergeable(sources)
+    check_mergeable(sources, Path(into))
     report = MergeReport()
     with Store(into) as target:
         for path in sources:
@@ -136,13 +151,14 @@ def _complete(db, run, roots: dict[str, Path], protocols: dict[str, Protocol], s
     """Score ``run`` when every chunk is in; else say which are missing."""
     chunks = db.chunks(run.key)
     label = f"{run.model} on {run.protocol}"
-    if not chunks:
+    if not chunks and (run.n_items is None or len(db.item_keys(run.key)) < run.n_items):
         report.missing.append(f"{label}: an interrupted run, not a shard's part; rerun its command with --store "
                               f"{db.path} to finish it")
         return
-    n_chunks, n_items = next(iter(chunks.values()))
-    absent = sorted(set(range(n_chunks)) - set(chunks))
-    if absent:
+    # a run scored before (whole, n_items kept) and running again: a shard brought successes for its failures
+    n_chunks, n_items = next(iter(chunks.values())) if chunks else (1, run.n_items)
+    absent = sorted(set(range(n_chunks)) - set(chunks)) if chunks else []
+    if absent and len(db.item_keys(run.key)) < n_items:  # every item in (a whole run brought them): scored
         report.missing.append(f"{label}: chunk(s) {', '.join(str(i + 1) for i in absent)} of {n_chunks} missing "
                               "(in none of the stores): run their shards and merge again")
         return

@@ -408,8 +408,9 @@ class Store:
 
     def import_run(self, source: Store, key: str) -> str:
         """Copy run ``key`` of ``source`` (row, items with their per-item numbers, chunks) into this store:
-        ``new`` (it was not here), ``completed`` (here but not complete, complete there) or ``merged``
-        (items and chunks added; a stored success is never replaced by a failure)."""
+        ``new`` (it was not here), ``completed`` (here but not complete, complete there), ``improved`` (complete
+        here, and items that failed here succeeded there: the run is running again, to be scored anew) or
+        ``merged`` (items and chunks added; a stored success is never replaced by a failure)."""
         columns = RUN_COLUMNS + ", curves"
         row = source._db.execute(f"SELECT {columns} FROM runs WHERE key = ?", (key,)).fetchone()
         if row is None:
@@ -419,14 +420,23 @@ class Store:
             " WHERE run_key = ?", (key,)).fetchall()
         mine = self.get_run(key)
         outcome = "new" if mine is None else "merged"
+        if mine is not None and mine.status == "complete":
+            failed_here = {item for item, _ in self.failures(key)}
+            if any(row[1] in failed_here and row[2] is None for row in items):  # its metrics counted them failed
+                outcome = "improved"
+        # items that succeeded here and failed there: the source's metrics counted them failed
+        better_here = mine is not None and bool({r[1] for r in items if r[2] is not None}
+                                                & (self.item_keys(key) - {i for i, _ in self.failures(key)}))
         with self._db:
             if mine is None:
                 self._db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})", row)
-            elif mine.status != "complete" and row[7] == "complete":
+            elif mine.status != "complete" and row[7] == "complete" and not better_here:
                 self._db.execute("UPDATE runs SET status = 'complete', metrics = ?, n_items = ?, n_failures = ?,"
                                  " finished = ?, curves = ? WHERE key = ?", (row[8], row[10], row[11], row[13],
                                                                             row[16], key))
                 outcome = "completed"
+            elif outcome == "improved":
+                self._db.execute("UPDATE runs SET status = 'running' WHERE key = ?", (key,))
             self._db.executemany(
                 "INSERT INTO items (run_key, item, error, prediction, item_metrics, preprocess_s, forward_s,"
                 " postprocess_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_key, item) DO UPDATE SET"
