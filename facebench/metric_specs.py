@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 NUMBER = (int, float)
-FIGURES = ("tradeoff", "ced", "pr", "early-exit")
+FIGURES = ("tradeoff", "ced", "pr", "early-exit", "sweep")
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,31 @@ SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in (
         groups="T{k}, nme@T{k}, stages@T{k}, cost@T{k}, random@T{k}, oracle@T{k} per operating point; "
                "the curves in Score.curves['early_exit']"),
 )}
+
+
+_POINTS = Option(str, "visible-inner", "visible-inner | visible | all: the ground-truth points compared (visible: "
+                 "not hidden by the head, by the renderer's depth test; inner: without the jaw contour)",
+                 lambda v: v in ("visible-inner", "visible", "all"), "be visible-inner, visible or all")
+SPECS.update({spec.name: spec for spec in (
+    MetricSpec(
+        "sweep_nme", "facebench.scoring.sweeps:score_sweep_nme",
+        {"norm": Option(str, "box", _NORM.doc), "threshold": _THRESHOLD, "points": _POINTS},
+        headline="nme", higher_is_better=False, label="NME", figures=frozenset({"tradeoff", "sweep"}),
+        groups="{factor}_at_neutral, {factor}_breaks_low and _breaks_high (where the mean NME passes threshold or "
+               "half the faces get no answer) per factor; the curves in Score.curves['sweep']"),
+    MetricSpec(
+        "sweep_detection", "facebench.scoring.sweeps:score_sweep_detection",
+        {"iou_threshold": _IOU, "threshold": Option(NUMBER, 0.5, "the share of faces found below which a value "
+                                                    "breaks", _fraction, "be in (0, 1]")},
+        headline="detected", higher_is_better=True, label="faces found", figures=frozenset({"tradeoff", "sweep"}),
+        groups="{factor}_at_neutral, {factor}_breaks_low and _breaks_high per factor"),
+    MetricSpec(
+        "sequence_jitter", "facebench.scoring.sweeps:score_sequence_jitter",
+        {"points": _POINTS, "min_iou": Option(NUMBER, 0.3, "a detection follows the face at this IoU or more",
+                                              _fraction, "be in (0, 1]")},
+        headline="jitter", higher_is_better=False, label="jitter", unit="fraction of face size", needs_card=True,
+        groups="{sequence}_jitter per sequence"),
+)})
 
 
 def spec_for(metric: str) -> MetricSpec:

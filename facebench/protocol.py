@@ -50,9 +50,13 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     # items per chunk when a cell is split across shards or workers: how work is divided, never what is
     # scored, so it is left out of the content hash
     "chunk_items": int,
+    # which matrix runs it by default: "default" (the photo benchmarks) or "rendered" (the controlled renders,
+    # facebench run --suite rendered); where it is listed, never what is scored, so not hashed either
+    "suite": str,
 }
+SUITES = ("default", "rendered")
 DEFAULT_CHUNK_ITEMS = 512
-NOT_HASHED = ("chunk_items",)
+NOT_HASHED = ("chunk_items", "suite")
 FACE_BOX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "source": str,  # ground-truth | detector
     "rule": str,  # how the ground-truth box is drawn, in words
@@ -142,6 +146,7 @@ class Protocol:
     face_box: FaceBox = field(default_factory=FaceBox)
     faces: int | None = None
     chunk_items: int = DEFAULT_CHUNK_ITEMS  # items per chunk when a cell is split (shards, workers)
+    suite: str = "default"  # the matrix that runs it when no protocol is named (SUITES)
 
 
 def _check_fields(data: dict, fields: dict, where: str, source: str) -> None:
@@ -198,6 +203,8 @@ def validate(data: dict, source: str) -> None:
         raise ProtocolError(f"{source}: points must be shared or all")
     if data.get("transform") not in (None, "shifted"):
         raise ProtocolError(f"{source}: transform must be shifted")
+    if data.get("suite", "default") not in SUITES:
+        raise ProtocolError(f"{source}: suite must be one of {', '.join(SUITES)}, not {data['suite']!r}")
     if not _is_positive_int(data.get("chunk_items", 1)):
         raise ProtocolError(f"{source}: chunk_items must be a positive integer, not {data['chunk_items']!r}")
 
@@ -217,7 +224,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         scheme=data.get("scheme"), points=data.get("points", "shared"), root=data.get("root", ""),
         reference=data.get("reference", ""), transform=data.get("transform"),
         face_box=FaceBox(**data.get("face_box", {})), faces=data.get("faces"),
-        chunk_items=data.get("chunk_items", DEFAULT_CHUNK_ITEMS),
+        chunk_items=data.get("chunk_items", DEFAULT_CHUNK_ITEMS), suite=data.get("suite", "default"),
     )
 
 

@@ -74,12 +74,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.assets)
 
 
-def _copy_new(source: Path, target: Path) -> None:
-    """Copy the ``.npz`` files ``target`` lacks (their names carry the hashes that make them valid)."""
+def _copy_new(source: Path, target: Path, pattern: str = "*.npz") -> None:
+    """Copy the files matching ``pattern`` that ``target`` lacks (their names carry the hashes that make them
+    valid)."""
     if not source.is_dir():
         return
     target.mkdir(parents=True, exist_ok=True)
-    for path in source.glob("*.npz"):
+    for path in source.glob(pattern):
         if not (target / path.name).exists():
             tmp = target / f".{path.name}.tmp"
             shutil.copyfile(path, tmp)
@@ -96,11 +97,13 @@ def facebench_home(tmp_path_factory):
     old = os.environ.get("FACEBENCH_HOME")
     os.environ["FACEBENCH_HOME"] = str(home)
     parsed = assets.assets_dir() / "parsed"  # parses keyed by file and parser hash (facebench.baselines.ert)
+    rendered = assets.assets_dir() / "rendered"  # renders keyed by content hash (facebench.datasets.rendered)
     if persistent is not None and persistent.is_dir():
         for asset in assets.ASSETS.values():
             if (persistent / asset.name).is_file():
                 _copy_verified(persistent / asset.name, asset.path, asset.sha256)
         _copy_new(persistent / "parsed", parsed)
+        _copy_new(persistent / "rendered", rendered, "*.png")
     try:
         yield home
     finally:
@@ -109,6 +112,7 @@ def facebench_home(tmp_path_factory):
                 if asset.path.is_file() and not (persistent / asset.name).is_file():
                     _copy_verified(asset.path, persistent / asset.name, asset.sha256)
             _copy_new(parsed, persistent / "parsed")
+            _copy_new(rendered, persistent / "rendered", "*.png")
         if old is None:
             os.environ.pop("FACEBENCH_HOME", None)
         else:

@@ -115,6 +115,15 @@ def _case(metric, samples):
         return protocols["jitter-shift"], copies, _gt_landmarks(copies, 0.0), SimpleNamespace(task="landmarks")
     if metric == "early_exit":
         return protocols["early-exit"], samples, _cascade(samples), _CASCADE_CARD
+    if metric in ("sweep_nme", "sweep_detection", "sequence_jitter"):  # the rendered benchmark's attributes
+        swept = [dataclasses.replace(s, attributes={**s.attributes, "factor": "yaw", "value": 30.0 * k, "neutral": 0.0,
+                                                    "visible": [True] * 68, "sequence": "turn", "frame": k})
+                 for k, s in enumerate(samples)]
+        if metric == "sweep_detection":
+            return protocols["render-scale-detection"], swept, _gt_detections(swept), None
+        name = "render-pose-nme" if metric == "sweep_nme" else "render-sequence-jitter"
+        card = SimpleNamespace(task="landmarks") if metric == "sequence_jitter" else None
+        return protocols[name], swept, _gt_landmarks(swept, 0.5), card
     raise AssertionError(f"no test case for metric {metric!r}: add one here with its record")
 
 

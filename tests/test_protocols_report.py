@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from facebench.datasets import load_dataset, unavailable
+from facebench.datasets import is_embedded, load_dataset, unavailable
 from facebench.protocol import (
     ProtocolError,
     builtin_protocols,
@@ -36,7 +36,7 @@ def test_every_shipped_protocol_follows_the_schema():
         assert p.title and p.columns, p.source
         if p.task != "detector":
             assert p.scheme and p.face_box.source == "ground-truth" and p.face_box.rule, p.source
-        if p.dataset != "mini":
+        if not is_embedded(p.dataset):
             assert p.root, f"{p.source}: a protocol on user data says what --root must hold"
 
 

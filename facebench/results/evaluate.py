@@ -398,7 +398,7 @@ def check_compatible(card: ModelCard, protocol: Protocol) -> str:
         raise IncompatibleError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
     if card.task != "landmarks":
         return ""
-    if protocol.scheme and protocol.metric in ("nme", "regions", "early_exit"):
+    if protocol.scheme and protocol.metric in ("nme", "regions", "early_exit", "sweep_nme", "sequence_jitter"):
         try:
             shared = shared_points(card.scheme, protocol.scheme)
         except ValueError:
