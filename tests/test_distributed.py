@@ -9,6 +9,7 @@ content hash, so their runs have the built-in runs' keys, and a chunked run must
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import textwrap
@@ -49,20 +50,28 @@ class HangsOnEinstein(BlazeFaceShortRange):
 '''
 
 
-@pytest.fixture(scope="session")
-def cluster(facebench_home):
-    """A 2-worker LocalCluster configured as ``--engine dask`` configures its own (allowed-failures 1)."""
+@contextlib.contextmanager
+def local_cluster(workers: int):
+    """The address of a LocalCluster of one-thread worker processes, configured as ``--engine dask`` configures
+    its own (allowed-failures 1, no malloc trimming, no profiler)."""
     import dask
 
     from facebench.results.dask_engine import CLUSTER_CONFIG
 
     with dask.config.set(CLUSTER_CONFIG):
-        local = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                         silence_logs=40)
+        local = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=None, silence_logs=40)
     try:
         yield local.scheduler_address
     finally:
         local.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(facebench_home):
+    """The session's 2-worker cluster."""
+    with local_cluster(2) as address:
+        yield address
 
 
 def chunked(tmp_path: Path, protocol_id: str, chunk_items: int) -> Path:

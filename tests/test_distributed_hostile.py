@@ -8,15 +8,14 @@ Real runs, real stores; files go to temporary folders. The Dask tests share one 
 from __future__ import annotations
 
 import json
-import sqlite3
-import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_distributed import chunked, local_cluster, run, stored  # the same helpers as the main distributed tests
 
 from facebench.cli.main import main
-from facebench.protocol import builtin_protocols, get_protocol
+from facebench.protocol import builtin_protocols
 from facebench.results.shards import MergeError, Shard, check_mergeable
 from facebench.results.store import Store
 
@@ -74,33 +73,8 @@ class Versioned(BlazeFaceShortRange):
 '''
 
 
-def chunked(tmp_path: Path, protocol_id: str, chunk_items: int) -> Path:
-    """The built-in protocol's file with ``chunk_items`` added (same id, same content hash)."""
-    source = (PROTOCOLS / f"{protocol_id}.toml").read_text()
-    path = tmp_path / f"{protocol_id}-by-{chunk_items}.toml"
-    path.write_text(f"chunk_items = {chunk_items}\n{source}")
-    assert get_protocol(str(path)).content_hash == builtin_protocols()[protocol_id].content_hash
-    return path
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    """``facebench run``; its files go to a fresh folder (never the checkout's reports/)."""
-    out = [] if "--out" in args else ["--out", tempfile.mkdtemp(prefix="facebench-out-")]
-    result = CliRunner().invoke(main, ["run", "--no-progress", *out, *args])
-    return result.exit_code, result.stdout, result.stderr
-
-
 def merge(*args: str):
     return CliRunner().invoke(main, ["merge", *args])
-
-
-def stored(store: Path) -> dict[tuple[str, str], tuple[str, dict | None, int]]:
-    """(model, protocol) -> (status, metrics, stored items)."""
-    db = sqlite3.connect(store)
-    rows = db.execute("SELECT model, protocol, status, metrics, (SELECT count(*) FROM items WHERE run_key = key)"
-                      " FROM runs").fetchall()
-    db.close()
-    return {(m, p): (s, json.loads(x) if x else None, n) for m, p, s, x, n in rows}
 
 
 def einstein_shard(model: str, protocol_id: str, n: int) -> int:
@@ -113,18 +87,9 @@ def einstein_shard(model: str, protocol_id: str, n: int) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(facebench_home):
-    distributed = pytest.importorskip("distributed", reason="the dask extra (facebench[dask]) is not installed")
-    import dask
-
-    from facebench.results.dask_engine import CLUSTER_CONFIG
-
-    with dask.config.set(CLUSTER_CONFIG):
-        local = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                                         silence_logs=40)
-    try:
-        yield local.scheduler_address
-    finally:
-        local.close()
+    """A 1-worker cluster of this module's own."""
+    with local_cluster(1) as address:
+        yield address
 
 
 # ------------------------------------------------------------------------------------------------ no cluster
