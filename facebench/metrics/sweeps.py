@@ -60,6 +60,8 @@ def sequence_jitter(predicted: np.ndarray, truth: np.ndarray, norm: np.ndarray) 
     if predicted.shape != truth.shape or predicted.ndim != 3 or norm.shape != predicted.shape[:1]:
         raise ValueError(f"predicted and truth must be (T, P, 2) and norm (T,), got {predicted.shape}, "
                          f"{truth.shape} and {norm.shape}")
+    if predicted.shape[1] == 0:  # no point compared: nothing to measure, no pair used
+        return float("nan"), 0
     residual = predicted - truth
     step = residual[1:] - residual[:-1]  # (T-1, P, 2)
     usable = np.isfinite(step).all(axis=(1, 2)) & (norm[1:] > 0)

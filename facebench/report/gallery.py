@@ -46,6 +46,8 @@ def _face_results(store: Store, run_key: str) -> list[dict]:
     out = []
     for item in store.items(run_key):
         m = metrics.get(item.key, {})
+        if m.get("unscored"):  # a face whose compared points the head hides: left out, not failed (sweep_nme)
+            continue
         value = m.get("nme", m.get("all"))  # the regions metric calls its all-points NME "all"
         if isinstance(value, list):  # an early-exit cascade's per-stage errors: its answer is the last stage's
             value = value[-1] if value else None

@@ -86,13 +86,18 @@ def score_sweep(protocol: Protocol, samples: Sequence[Sample], predictions: Mapp
     found at IoU ``iou_threshold``; a value breaks when it falls below ``threshold``. Metrics:
     ``nme`` or ``detected`` over every face, ``failed``, and per factor ``{factor}_breaks_low`` /
     ``_high`` (the first value below / above the neutral one that breaks; absent: none does) and
-    ``{factor}_at_neutral``. ``curves['sweep']`` holds each factor's curve for the figure."""
+    ``{factor}_at_neutral``. ``curves['sweep']`` holds each factor's curve for the figure. A face none of
+    whose compared points is visible is ``unscored`` (counted, and marked so per item), not failed."""
     measure, threshold = opts["measure"], float(opts["threshold"])
     unscored = 0
+    left_out: dict = {}  # per item: the unscored faces, marked so (the gallery does not call them failures)
     if measure == "nme":
         keys, faces_of, values, points = _landmark_errors(protocol, samples, predictions, opts, card)
         countable = points > 0  # a face none of whose compared points is visible has nothing to score
         unscored = int((~countable).sum())
+        left_out = {k: {"factor": str(f.attributes.get("factor", "")),
+                        "value": float(f.attributes.get("value", np.nan)), "nme": None, "points": 0, "unscored": True}
+                    for k, f, c in zip(keys, faces_of, countable) if not c}
         keys = [k for k, c in zip(keys, countable) if c]
         faces_of = [f for f, c in zip(faces_of, countable) if c]
         values, points = values[countable], points[countable]
@@ -137,6 +142,7 @@ def score_sweep(protocol: Protocol, samples: Sequence[Sample], predictions: Mapp
     per_item = {key: {"factor": str(f), "value": float(v), measure: (None if np.isnan(e) else float(e)),
                       **({"points": int(p)} if measure == "nme" else {})}
                 for key, f, v, e, p in zip(keys, factors, settings, values, points)}
+    per_item.update(left_out)
     return Score(metrics, per_item, {"sweep": {"measure": measure, "threshold": threshold, "factors": curves}})
 
 
