@@ -94,6 +94,11 @@ def test_gallery_writes_crops_and_csv_for_a_real_mini_run(mini_samples, tmp_path
     from facebench.results.store import Store
 
     protocol = get_protocol("mini-nme")
+    stale = [tmp_path / "report" / "gallery" / name for name in ("mini-nme--face-mesh--0ld0ld00-0.png",
+                                                                 "mini-nme--gone-model--12345678.csv")]
+    for path in stale:  # an earlier pass's crops (another fingerprint, a model no longer measured)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"old")
     with Store(tmp_path / "results.sqlite") as store:
         evaluate(resolve("face-mesh"), protocol, store, samples=mini_samples, progress=False)
         rows = leaderboard_rows(store, "mini-nme", include_reported=True)
@@ -101,6 +106,7 @@ def test_gallery_writes_crops_and_csv_for_a_real_mini_run(mini_samples, tmp_path
         latex = render(rows, "latex", {"mini-nme": protocol})
         elsewhere = dataclasses.replace(protocol, dataset="300w")  # a dataset whose root is not known here
         unavailable = write_gallery(store, rows, {"mini-nme": elsewhere}, tmp_path / "other")
+    assert not any(path.exists() for path in stale)  # nothing links them: they are gone
     pngs = sorted((tmp_path / "report" / "gallery").glob("*.png"))
     csvs = sorted((tmp_path / "report" / "gallery").glob("*.csv"))
     assert len(pngs) == 4 and len(csvs) == 1

@@ -130,6 +130,15 @@ def _caption(face: dict) -> str:
     return f'{html.escape(face["item"])}: NME {face["nme"] * 100:.2f}%'
 
 
+def _prune(folder: Path, written: set[Path]) -> None:
+    """Remove the crops and CSVs of earlier passes (another fingerprint, a model gone): nothing on the page
+    links them, and an old face would read as current."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.suffix in (".png", ".csv") and path.is_file() and path not in written:
+                path.unlink(missing_ok=True)
+
+
 def write_gallery(store: Store, rows: list[Row], protocols: dict[str, Protocol], out: str | Path,
                   roots: dict[str, Path] | None = None) -> str:
     """Write ``out/gallery/`` (crops and per-face CSVs) and return the report's HTML section ("" when no
@@ -137,6 +146,7 @@ def write_gallery(store: Store, rows: list[Row], protocols: dict[str, Protocol],
     out = Path(out)
     roots = dict(roots or {})
     parts = []
+    written: set[Path] = set()
     for pid in sorted({r.protocol for r in rows if r.kind == "measured"}):
         protocol = protocols.get(pid)
         if protocol is None or protocol.task != "landmarks":
@@ -158,6 +168,7 @@ def write_gallery(store: Store, rows: list[Row], protocols: dict[str, Protocol],
             label = row.model if copies[row.model] == 1 else f"{row.model} [{row.dataset[:8]}]"
             stem = _slug(pid, row.model, row.dataset[:8])
             csv_path = write_atomic(out / "gallery" / f"{stem}.csv", _csv(faces))
+            written.add(csv_path)
             failed = sum(f["failed"] for f in faces)
             figures = []
             for n, face in enumerate(faces[:WORST] if samples is not None else []):
@@ -172,6 +183,7 @@ def write_gallery(store: Store, rows: list[Row], protocols: dict[str, Protocol],
                                    "(image not available)</figcaption></figure>")
                     continue
                 image = write_atomic(out / "gallery" / f"{stem}-{n}.png", png)
+                written.add(image)
                 rel = image.relative_to(out).as_posix()
                 alt = html.escape(face["item"])
                 figures.append(f'<figure class="gallery"><img src="{html.escape(rel)}" alt="{alt}" width="{CROP}">'
@@ -182,6 +194,7 @@ def write_gallery(store: Store, rows: list[Row], protocols: dict[str, Protocol],
                         f'Per-face results: <a href="{html.escape(rel_csv)}">{html.escape(rel_csv)}</a>.</p>'
                         f'<div class="gallery">{"".join(figures)}</div>')
         parts.append("\n".join(body))
+    _prune(out / "gallery", written)
     if not parts:
         return ""
     return ('<h2 id="gallery">Error gallery</h2><p>Each measured landmark model\'s worst faces: ground truth '
