@@ -63,10 +63,25 @@ class CellResult:
     partial: bool = False  # one chunk stored; the cell is scored once all its chunks are in one store
 
 
+def format_metrics(metrics: dict | None) -> str:
+    """A run's metrics on one line, as the run's messages say them."""
+    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in (metrics or {}).items())
+
+
+def ended_before_work(cell: Cell, name: str, exc: Exception) -> CellResult:
+    """The result of a cell that could not start: skipped for random weights or an optional extra not
+    installed, else an error naming the exception (one broken model never loses the others)."""
+    from facebench.results.evaluate import UntrainedModelError
+
+    if isinstance(exc, (UntrainedModelError, ImportError)):
+        return CellResult(cell, [f"skip {name} on {cell.protocol.id}: {exc}"], skipped=True)
+    return CellResult(cell, [f"error: {name} on {cell.protocol.id}: {type(exc).__name__}: {exc}"], error=True)
+
+
 def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
     """Evaluate one cell; never raises for a model's failure (the message says what happened)."""
     from facebench import registry
-    from facebench.results.evaluate import UntrainedModelError, evaluate
+    from facebench.results.evaluate import evaluate
     from facebench.results.store import Store
 
     result = CellResult(cell)
@@ -81,18 +96,11 @@ def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
                             threads=settings.threads, batch_size=settings.batch_size, workers=settings.workers,
                             progress=settings.progress, skip_bad=settings.skip_bad,
                             keep_failures=settings.keep_failures, chunk=cell.chunk)
-    except (UntrainedModelError, ImportError) as exc:  # random weights, or an optional extra not installed
-        result.skipped = True
-        say(f"skip {name} on {protocol.id}: {exc}")
-        return result
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
-        result.error = True
-        say(f"error: {name} on {protocol.id}: {type(exc).__name__}: {exc}")
-        return result
-    metrics = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in (done.run.metrics or {}).items())
+        return ended_before_work(cell, name, exc)
+    metrics = format_metrics(done.run.metrics)
     note = " (stored result reused; --force recomputes)" if done.reused else ""
     if done.partial:
         result.partial = True

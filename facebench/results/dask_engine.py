@@ -36,7 +36,7 @@ from typing import Any
 
 from facebench.errors import FacebenchError
 from facebench.extras import MissingExtra
-from facebench.results.cells import Cell, CellResult, Settings
+from facebench.results.cells import Cell, CellResult, Settings, ended_before_work, format_metrics
 from facebench.results.compute import ChunkTask, compute_chunk, decode_item
 from facebench.types import ItemResult
 
@@ -158,7 +158,7 @@ def check_versions(client) -> None:
 def _plan_or_result(cell: Cell, settings: Settings) -> tuple[Any, str, CellResult | None]:
     """The cell's plan and model name, or the result that ends it before any work (as run_cell says it)."""
     from facebench import registry
-    from facebench.results.evaluate import UntrainedModelError, plan_cell
+    from facebench.results.evaluate import plan_cell
 
     name = cell.model
     try:
@@ -166,11 +166,8 @@ def _plan_or_result(cell: Cell, settings: Settings) -> tuple[Any, str, CellResul
         name = adapter_cls.card.name
         plan = plan_cell(adapter_cls, cell.protocol, root=cell.root, runtime=settings.runtime,
                          skip_bad=settings.skip_bad)
-    except (UntrainedModelError, ImportError) as exc:
-        return None, name, CellResult(cell, [f"skip {name} on {cell.protocol.id}: {exc}"], skipped=True)
     except Exception as exc:  # noqa: BLE001 - one broken model must not lose the others
-        return None, name, CellResult(cell, [f"error: {name} on {cell.protocol.id}: {type(exc).__name__}: {exc}"],
-                                      error=True)
+        return None, name, ended_before_work(cell, name, exc)
     return plan, name, None
 
 
@@ -210,34 +207,19 @@ def run_on_dask(cells: list[Cell], store_path: Path, settings: Settings, jobs: i
 
 
 def _reuse(db, state: _CellState, settings: Settings) -> bool:
-    """A complete stored run ends the cell (reused); else failed items to rerun are forgotten (as evaluate does)."""
+    """A complete stored run ends the cell (reused); else what is to be run again is forgotten (as evaluate
+    does, with this run's chunks as the scope)."""
+    from facebench.results.evaluate import reuse_or_reset
+
     plan = state.plan
-    existing = db.get_run(plan.key)
-    if existing and settings.force:
-        if len(state.selected) == plan.n_chunks:
-            db.delete_run(plan.key)
-        else:
-            db.delete_items(plan.key, [k for i in state.selected for k in plan.chunk_keys(i)])
-        return False
-    if existing is None:
-        return False
     whole = len(state.selected) == plan.n_chunks
-    mine = None if whole else {k for i in state.selected for k in plan.chunk_keys(i)}
-    failed = [(item, error) for item, error in db.failures(plan.key) if mine is None or item in mine]
-    # a shard reuses a complete run as it is (as evaluate does for a chunk): the other chunks' failures are
-    # other shards' to run again, and forgetting them here would leave the run incomplete in this store
-    if existing.status == "complete" and (settings.keep_failures or not failed or not whole):
-        db.mark_used(plan.key)
-        state.result.messages.append(f"{state.name} on {plan.protocol.id}: {_metrics(existing.metrics)} "
-                                     "(stored result reused; --force recomputes)")
-        return True
-    if failed and not settings.keep_failures:
-        db.delete_items(plan.key, [item for item, _ in failed])
-    return False
-
-
-def _metrics(metrics: dict | None) -> str:
-    return ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in (metrics or {}).items())
+    scope = None if whole else {k for i in state.selected for k in plan.chunk_keys(i)}
+    reused, _ = reuse_or_reset(db, plan.key, scope, force=settings.force, keep_failures=settings.keep_failures)
+    if reused is None:
+        return False
+    state.result.messages.append(f"{state.name} on {plan.protocol.id}: {format_metrics(reused.metrics)} "
+                                 "(stored result reused; --force recomputes)")
+    return True
 
 
 def _drive(client, db, states: list[_CellState], settings: Settings,
@@ -366,7 +348,7 @@ def _finish(db, state: _CellState, store_items) -> CellResult:
         result.error = True
         result.messages.insert(0, f"error: {state.name} on {plan.protocol.id}: scoring: {type(exc).__name__}: {exc}")
         return result
-    result.messages.insert(0, f"{state.name} on {plan.protocol.id}: {_metrics(evaluation.run.metrics)}")
+    result.messages.insert(0, f"{state.name} on {plan.protocol.id}: {format_metrics(evaluation.run.metrics)}")
     said = "\n".join(result.messages)
     for key, message in evaluation.failures:
         if message not in said:  # a failed chunk's items are said once, by the chunk

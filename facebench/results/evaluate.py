@@ -182,9 +182,8 @@ def key_parts(adapter_cls: type[Adapter], runtime: str, protocol: Protocol, data
     alone through pre/post-processing and a batch's items independently), and
     which samples are scored (``skip_bad``, a subset) is in the fingerprint.
     """
-    card = adapter_cls.card.to_dict()
     return {
-        "card": hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "card": card_hash(adapter_cls.card.to_dict()),
         "code": code_hashes(adapter_cls),
         "engine": engine_hash(),
         "artifacts": artifact_hashes(adapter_cls.card.artifacts),
@@ -198,6 +197,11 @@ def key_parts(adapter_cls: type[Adapter], runtime: str, protocol: Protocol, data
         # only for models with extras, so the keys of the others are unchanged
         **({"extras": extras.installed_versions(adapter_cls.card.extras)} if adapter_cls.card.extras else {}),
     }
+
+
+def card_hash(card: dict) -> str:
+    """The key part of a model card (its :meth:`~facebench.types.ModelCard.to_dict`): 16 hex digits."""
+    return hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_settings(threads: int, batch_size: int, workers: int) -> None:
@@ -291,19 +295,9 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
     key = plan.key
     scope = set(plan.chunk_keys(chunk)) if chunk is not None else None
 
-    existing = store.get_run(key)
-    if existing and force:
-        if scope is None:
-            store.delete_run(key)
-        else:  # the other chunks may be other shards' work: forget only this one's
-            store.delete_items(key, scope)
-    elif existing:
-        failed = [(item, error) for item, error in store.failures(key) if scope is None or item in scope]
-        if existing.status == "complete" and (keep_failures or not failed or scope is not None):
-            store.mark_used(key)
-            return Evaluation(existing, True, failed, plan.skipped)
-        if failed and not keep_failures:  # a failure may be transient: run those items again
-            store.delete_items(key, [item for item, _ in failed])
+    reused, failed = reuse_or_reset(store, key, scope, force=force, keep_failures=keep_failures)
+    if reused is not None:
+        return Evaluation(reused, True, failed, plan.skipped)
 
     activity.set_run(key)  # a supervisor reads what this cell is doing (facebench.results.isolation)
     try:
@@ -318,6 +312,32 @@ def evaluate(adapter_cls: type[Adapter], protocol: Protocol, store: Store, *, ro
             failures = [(item, error) for item, error in store.failures(key) if item in scope]  # type: ignore[operator]
             return Evaluation(run, False, failures, plan.skipped, partial=True)
     return finish_cell(plan, store)
+
+
+def reuse_or_reset(store: Store, key: str, scope: set[str] | None, *, force: bool,
+                   keep_failures: bool) -> tuple[Run | None, list[tuple[str, str]]]:
+    """The stored run of ``key`` when it is reused as it is (marked used), with its failures in ``scope``
+    (None: every item); else None, after forgetting what is to be computed again: the run (``force``;
+    with a scope, only the scope's items: the other chunks may be other shards' work) or the scope's
+    failed items (a failure may be transient) unless ``keep_failures``. A complete run is reused when
+    nothing in scope failed, or failures are kept, or only a part is asked for (the other chunks'
+    failures are other shards' to run again)."""
+    existing = store.get_run(key)
+    if existing is None:
+        return None, []
+    if force:
+        if scope is None:
+            store.delete_run(key)
+        else:
+            store.delete_items(key, scope)
+        return None, []
+    failed = [(item, error) for item, error in store.failures(key) if scope is None or item in scope]
+    if existing.status == "complete" and (keep_failures or not failed or scope is not None):
+        store.mark_used(key)
+        return existing, failed
+    if failed and not keep_failures:
+        store.delete_items(key, [item for item, _ in failed])
+    return None, failed
 
 
 def run_missing(plan: CellPlan, store: Store, scope: set[str] | None = None, *, threads: int = 1,

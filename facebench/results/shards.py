@@ -173,20 +173,19 @@ def _complete(db, run, roots: dict[str, Path], protocols: dict[str, Protocol], s
     except (FacebenchError, OSError, ValueError) as exc:
         report.unscored.append(f"{label}: every chunk is in but it was not scored: {exc}")
         return
-    metrics = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in (evaluation.run.metrics or {}).items())
-    report.scored.append(f"{label}: {metrics}")
+    from facebench.results.cells import format_metrics
+
+    report.scored.append(f"{label}: {format_metrics(evaluation.run.metrics)}")
 
 
 def _stored_plan(db, run, roots: dict[str, Path], protocols: dict[str, Protocol], skip_bad: bool):
     """The plan of a stored run, rebuilt from the store alone (card, key parts) and the dataset, each checked
     against what the run was made with."""
-    import json
 
     from facebench.adapter import Adapter
     from facebench.datasets import fingerprint, root_for
     from facebench.protocol import builtin_protocols
-    from facebench.results.evaluate import CellPlan, protocol_samples
+    from facebench.results.evaluate import CellPlan, card_hash, protocol_samples
     from facebench.run.harness import items_for
     from facebench.types import ModelCard
 
@@ -198,7 +197,7 @@ def _stored_plan(db, run, roots: dict[str, Path], protocols: dict[str, Protocol]
                          f"the run's {run.protocol_hash})")
     parts = run.key_parts or {}
     card = ModelCard.from_dict(run.card)
-    if hashlib.sha256(json.dumps(run.card, sort_keys=True, default=str).encode()).hexdigest()[:16] != parts.get("card"):
+    if card_hash(run.card) != parts.get("card"):
         raise MergeError("its stored card does not match its key")
     root = root_for(protocol.dataset, roots)
     samples = protocol_samples(protocol, root, [] if skip_bad else None)

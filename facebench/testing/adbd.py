@@ -312,9 +312,7 @@ class _Connection:
         if faults.garbage and faults.garbage in command:
             stream.write(secrets.token_bytes(512))
             return
-        proc = subprocess.Popen(["/bin/sh", "-c", command or "true"], cwd=self.device.root, env=self.device.env(),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = self._spawn(command, subprocess.STDOUT)
         self.processes.add(proc)
         try:
             stdout = proc.stdout
@@ -329,6 +327,12 @@ class _Connection:
         finally:
             self.processes.discard(proc)
             _kill(proc)
+
+    def _spawn(self, command: str, stderr: int) -> subprocess.Popen:
+        """``command`` in the phone's shell (its own session, so a kill takes its children), stdout piped."""
+        return subprocess.Popen(["/bin/sh", "-c", command or "true"], cwd=self.device.root, env=self.device.env(),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                                start_new_session=True)
 
     def _shell_v2(self, stream: _Stream, command: str) -> None:
         """Shell protocol v2: stdout and stderr in their own packets, then the exit status."""
@@ -346,9 +350,7 @@ class _Connection:
             send(SHELL_STDOUT, secrets.token_bytes(512))
             send(SHELL_EXIT, b"\0")
             return
-        proc = subprocess.Popen(["/bin/sh", "-c", command or "true"], cwd=self.device.root, env=self.device.env(),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = self._spawn(command, subprocess.PIPE)
         self.processes.add(proc)
         try:
             pipes = {pipe: kind for pipe, kind in ((proc.stdout, SHELL_STDOUT), (proc.stderr, SHELL_STDERR)) if pipe}
