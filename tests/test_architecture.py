@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
     "facebench.results": 6,
     "facebench.report": 7,
     "facebench.offline": 8, "facebench.farm": 8,
-    "facebench.testing": 9,
+    "facebench.testing": 9, "facebench.serve": 9,
     "facebench.cli": 10, "facebench.api": 10,  # the command line and the Python API: the two front doors
 }
 FACADE = {"facebench", "facebench.__main__"}  # facebench/__init__.py and __main__.py import anything
@@ -37,7 +37,7 @@ FACADE = {"facebench", "facebench.__main__"}  # facebench/__init__.py and __main
 # so importing it counts as importing the top layer
 FACADE_CORE_NAMES = {"__version__"}
 NAMES = {0: "core", 1: "metrics", 2: "datasets", 3: "baselines", 4: "run", 5: "scoring", 6: "results",
-         7: "report", 8: "offline/farm", 9: "testing", 10: "cli/api"}
+         7: "report", 8: "offline/farm", 9: "testing/serve", 10: "cli/api"}
 
 
 def module_name(path: Path) -> str:
