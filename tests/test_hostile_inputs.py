@@ -258,10 +258,10 @@ def test_corrupt_store_names_the_file_and_the_fix(tmp_path, content):
 def test_truncated_store_names_the_file(tmp_path):
     path = tmp_path / "results.sqlite"
     with Store(path) as db:
-        db._db.executemany("INSERT INTO device_probes VALUES (?, ?, ?)", [(f"d{k}", "x" * 2000, 0.0)
-                                                                          for k in range(200)])
-        db._db.commit()
-        db._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with db.db.transaction():
+            db.db.executemany("INSERT INTO device_probes VALUES (?, ?, ?)", [(f"d{k}", "x" * 2000, 0.0)
+                                                                             for k in range(200)])
+        db.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(StoreError, match="results.sqlite"):
@@ -280,18 +280,18 @@ def test_other_programs_sqlite_is_not_a_facebench_store(tmp_path):
 
 
 def test_unwritable_store_opens_read_only_reads_and_refuses_writes(tmp_path, monkeypatch):
-    from facebench.results import store as store_module
+    from facebench.results import database
 
     path = tmp_path / "results.sqlite"
     Store(path).close()
     # as a file of mode 0444 in a 0555 folder or on a read-only mount (root ignores modes, so say it directly)
-    monkeypatch.setattr(store_module, "_writable", lambda p: False)
+    monkeypatch.setattr(database, "writable_file", lambda p: False)
     with Store(path) as db:
         assert db.read_only
         assert db.runs() == []
         with pytest.raises(StoreError, match="results.sqlite is read-only"):
-            with db._db:
-                db._db.execute("DELETE FROM runs")
+            with db.db.transaction():
+                db.db.execute("DELETE FROM runs")
 
 
 def test_explicitly_read_only_store_refuses_writes(tmp_path):
@@ -300,8 +300,8 @@ def test_explicitly_read_only_store_refuses_writes(tmp_path):
     with Store(path, read_only=True) as db:
         assert db.runs() == []
         with pytest.raises(StoreError, match="read-only"):
-            with db._db:
-                db._db.execute("INSERT INTO device_probes VALUES ('d', '{}', 0)")
+            with db.db.transaction():
+                db.db.execute("INSERT INTO device_probes VALUES ('d', '{}', 0)")
 
 
 # 7. facebench score prediction files ---------------------------------------------------------------

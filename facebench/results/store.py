@@ -1,4 +1,4 @@
-"""The results store: one SQLite file holding every run and every item.
+"""The results store: one database (an SQLite file, or a team's PostgreSQL) holding every run and every item.
 
 A run is keyed by what its numbers depend on (:func:`run_key` of its key
 parts: the model card, the adapter's code, its artifacts' hashes, the runtime,
@@ -11,105 +11,39 @@ Device-farm measurements (one per model, device, settings and repeat) and the
 latest probe of each device live in the same file, so the leaderboard shows
 phone latency next to accuracy; a measurement's op profile (its separate
 profiling pass) is a table of its own, one row per node, keyed by the
-measurement's key. Tables added after the first release are created when an
-older store is opened for writing; a read-only older store reads as having none.
+measurement's key. The schema is versioned (facebench/results/migrations.py):
+opening a store for writing applies the migrations it lacks; a read-only older
+store reads as having none of the tables added since. All SQL is here and in the
+modules beside it; facebench/results/database.py hides SQLite from PostgreSQL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import quote
+from typing import Any
 
 import numpy as np
 
-from facebench.errors import FacebenchError
+from facebench.results.database import (
+    SQLITE,
+    Database,
+    StoreError,
+    StoreLocation,
+    open_database,
+    parse_location,
+    redact,
+)
+from facebench.results.migrations import check_version, migrate
 from facebench.types import Box, Detection, ItemResult, Landmarks, Prediction, StageOutput
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    protocol TEXT NOT NULL,
-    protocol_hash TEXT NOT NULL,
-    dataset_fingerprint TEXT NOT NULL,
-    runtime TEXT NOT NULL,
-    card TEXT NOT NULL,
-    status TEXT NOT NULL,
-    metrics TEXT,
-    curves TEXT,
-    environment TEXT,
-    n_items INTEGER,
-    n_failures INTEGER,
-    started REAL,
-    finished REAL,
-    key_parts TEXT,
-    used REAL
-);
-CREATE TABLE IF NOT EXISTS items (
-    run_key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
-    item TEXT NOT NULL,
-    error TEXT,
-    prediction TEXT,
-    item_metrics TEXT,
-    preprocess_s REAL,
-    forward_s REAL,
-    postprocess_s REAL,
-    PRIMARY KEY (run_key, item)
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    run_key TEXT NOT NULL REFERENCES runs(key) ON DELETE CASCADE,
-    chunk INTEGER NOT NULL,
-    n_chunks INTEGER NOT NULL,
-    n_items INTEGER NOT NULL,
-    finished REAL,
-    PRIMARY KEY (run_key, chunk)
-);
-CREATE TABLE IF NOT EXISTS device_results (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    device TEXT NOT NULL,
-    status TEXT NOT NULL,
-    record TEXT NOT NULL,
-    finished REAL
-);
-CREATE TABLE IF NOT EXISTS device_op_profiles (
-    key TEXT NOT NULL REFERENCES device_results(key) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    node_type TEXT NOT NULL,
-    name TEXT NOT NULL,
-    avg_ms REAL NOT NULL,
-    percent REAL,
-    times_called INTEGER,
-    PRIMARY KEY (key, position)
-);
-CREATE TABLE IF NOT EXISTS device_probes (
-    device TEXT PRIMARY KEY,
-    record TEXT NOT NULL,
-    probed REAL
-);
-CREATE TABLE IF NOT EXISTS claims (
-    cell TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    token TEXT NOT NULL,
-    since REAL NOT NULL,
-    heartbeat REAL NOT NULL
-);
-"""
-
 
 RUN_COLUMNS = ("key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status, metrics, environment,"
                " n_items, n_failures, started, finished, key_parts, used")
-# columns added after the first release: an older store gets them when it is opened
-ADDED_RUN_COLUMNS = (("curves", "TEXT"), ("key_parts", "TEXT"), ("used", "REAL"))
 
 
 def run_key(parts: dict) -> str:
@@ -137,6 +71,7 @@ class Run:
     finished: float | None
     key_parts: dict | None = None  # what the key was made of (None for runs stored before it was kept)
     used: float | None = None  # when a command last computed or reused it
+    kind: str | None = None  # None: measured by facebench's harness; "submitted": scored from uploaded predictions
 
 
 @dataclass
@@ -151,81 +86,6 @@ class Claim:
     heartbeat: float
 
 
-class StoreError(FacebenchError, RuntimeError):
-    """A results store that is not one, is corrupt, or is read-only and was written; names the file."""
-
-
-def _writable(path: Path) -> bool:
-    # SQLite writes a journal beside the file: the folder must be writable too (False on a read-only mount)
-    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    """``path`` opened with ``mode=ro``; where SQLite cannot even make its shared-memory file (a read-only
-    folder or mount) the file is read as ``immutable``. Writes raise :class:`StoreError`."""
-    uri = "file:" + quote(str(path.resolve())) + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=30)
-    try:
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "unable to open" not in str(exc):
-            db.close()
-            raise
-        db.close()
-        db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30)
-    return cast(sqlite3.Connection, _ReadOnlyConnection(db, path))
-
-
-class _ReadOnlyConnection:
-    """A connection that reads and refuses every write with a :class:`StoreError` naming the file."""
-
-    _READS = ("select", "with", "pragma table_info", "pragma index_list", "explain")
-
-    def __init__(self, db: sqlite3.Connection, path: Path):
-        self._real, self._path = db, path
-
-    def _check(self, sql: str) -> None:
-        if not sql.lstrip().lower().startswith(self._READS):
-            raise StoreError(f"{self._path} is read-only (file or folder not writable, or a read-only mount): "
-                             "this command writes results; copy the store somewhere writable and pass --store")
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self._real.execute(sql, *args)
-
-    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        self._check(sql)
-        return self._real.executemany(sql, *args)
-
-    def executescript(self, sql: str) -> sqlite3.Cursor:
-        self._check(sql)
-        return self._real.executescript(sql)
-
-    def __enter__(self):
-        return self._real.__enter__()
-
-    def __exit__(self, *exc):
-        return self._real.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-def _check_facebench_store(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse another program's SQLite database (facebench must not add its tables to it) or a damaged one."""
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if tables and "runs" not in tables:
-        raise StoreError(f"{path}: not a facebench store (an SQLite database with tables "
-                         f"{', '.join(sorted(tables)[:5])}): move it aside or name another with --store")
-    if "runs" in tables:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-        missing = {"key", "model", "protocol", "protocol_hash", "dataset_fingerprint", "status"} - columns
-        if missing:  # a table of the same name, another program's
-            raise StoreError(f"{path}: not a facebench store (its runs table lacks {', '.join(sorted(missing))}): "
-                             "move it aside or name another with --store")
-        db.execute("SELECT count(*) FROM runs").fetchone()  # a damaged file fails here, not mid-report
-
-
 class Store:
     """One SQLite file of runs, items and device measurements (see the module docstring).
 
@@ -235,61 +95,60 @@ class Store:
     :meth:`curves`. Use it as a context manager, one per process or thread.
     """
 
-    def __init__(self, path: str | Path, read_only: bool | None = None):
-        """Open (or create) the store at ``path``. ``read_only`` None: read-only when the file exists but
-        cannot be written (its mode, its folder, a read-only mount), so ``leaderboard`` and ``report`` still
-        work; a write to a read-only store is a :class:`StoreError`. A file that is not a facebench store
-        (another SQLite database, random bytes, a truncated copy) is a :class:`StoreError` naming it."""
-        self.path = Path(path)
-        if read_only is None:
-            read_only = self.path.exists() and not _writable(self.path)
-        self.read_only = read_only
-        if not read_only and not self.path.exists():
-            folder = next((p for p in (self.path.parent, *self.path.parent.parents) if p.exists()), None)
-            if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
-                raise StoreError(f"cannot create the store {self.path}: {folder} is not writable; "
-                                 "name a store in a writable folder with --store")
-        existed = self.path.exists()
+    def __init__(self, location: StoreLocation, read_only: bool | None = None):
+        """Open (or create) the store at ``location``: a file path, ``sqlite:///path`` or
+        ``postgresql://user@host/db`` (see facebench/results/database.py). ``read_only`` None: read-only when
+        the file exists but cannot be written, so ``leaderboard`` and ``report`` still work; a write to a
+        read-only store is a :class:`StoreError`. A database that is not a facebench store (another program's,
+        random bytes, a truncated copy) is a :class:`StoreError` naming it. Opening for writing applies the
+        schema migrations it lacks (facebench/results/migrations.py)."""
+        dialect, target = parse_location(location)
+        existed = dialect != SQLITE or Path(target).exists()
+        self.location = redact(location)
+        self.path: Path | None = Path(target) if dialect == SQLITE else None  # None for a server
+        self._db: Database | None = None
         try:
-            if read_only:
-                self._db = _open_read_only(self.path)
-                _check_facebench_store(self._db, self.path)
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30)
-            _check_facebench_store(self._db, self.path)
-            self._open_writable()
+            self._db = open_database(location, read_only)
+            self.read_only = self._db.read_only
+            _check_facebench_store(self._db)
+            if self.read_only:
+                check_version(self._db)
+            else:
+                migrate(self._db)
+            self._tables = self._db.tables()
+            # a read-only store from before a run's kind was kept reads as all measured here
+            self._run_columns = RUN_COLUMNS + (", kind" if "kind" in self._db.columns("runs") else ", NULL")
         except sqlite3.DatabaseError as exc:
-            if getattr(self, "_db", None) is not None:
-                self._db.close()
+            self._close_quietly()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise
             if not existed:
-                raise StoreError(f"cannot create the store {self.path} ({exc}): is its folder writable? "
+                raise StoreError(f"cannot create the store {self.location} ({exc}): is its folder writable? "
                                  "Name another with --store") from None
-            raise StoreError(f"{self.path}: not a facebench store, or corrupt ({exc}): move it aside "
+            raise StoreError(f"{self.location}: not a facebench store, or corrupt ({exc}): move it aside "
                              "(the next run starts a new store there) or name another with --store") from None
         except StoreError:
-            if getattr(self, "_db", None) is not None:
-                self._db.close()
+            self._close_quietly()
             raise
+        except Exception as exc:  # noqa: BLE001 - a server's error (psycopg's classes) becomes one line
+            self._close_quietly()
+            if type(exc).__module__.split(".")[0] != "psycopg":
+                raise
+            raise StoreError(f"{self.location}: {str(exc).strip().splitlines()[0]}") from None
 
-    def _open_writable(self) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-        for column, kind in ADDED_RUN_COLUMNS:
-            if column not in columns:  # a store written before the column was kept
-                try:
-                    with self._db:
-                        self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
-                except sqlite3.OperationalError as exc:  # another process upgraded it first
-                    if "duplicate column" not in str(exc):
-                        raise
+    @property
+    def db(self) -> Database:
+        """The connection (for the store's own data-access modules; other code uses the methods)."""
+        assert self._db is not None
+        return self._db
+
+    def _close_quietly(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def close(self):
-        self._db.close()
+        self._close_quietly()
 
     def __enter__(self):
         return self
@@ -298,19 +157,19 @@ class Store:
         self.close()
 
     def get_run(self, key: str) -> Run | None:
-        row = self._db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute(f"SELECT {self._run_columns} FROM runs WHERE key = ?", (key,)).fetchone()
         return _run(row) if row else None
 
     def runs(self, status: str | None = "complete") -> list[Run]:
         where = " WHERE status = ?" if status else ""
-        query = f"SELECT {RUN_COLUMNS} FROM runs{where} ORDER BY protocol, model"
-        return [_run(r) for r in self._db.execute(query, (status,) if status else ())]
+        query = f"SELECT {self._run_columns} FROM runs{where} ORDER BY protocol, model"
+        return [_run(r) for r in self.db.execute(query, (status,) if status else ())]
 
     def start_run(self, key: str, model: str, protocol: str, protocol_hash: str, fingerprint: str,
                   runtime: str, card: dict, environment: dict, key_parts: dict | None = None) -> None:
         now = time.time()
-        with self._db:
-            self._db.execute(
+        with self.db.transaction():
+            self.db.execute(
                 "INSERT INTO runs (key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status,"
                 " environment, started, key_parts, used) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET status = 'running', environment = excluded.environment,"
@@ -321,30 +180,30 @@ class Store:
 
     def mark_used(self, key: str) -> None:
         """Note that a command reused this run now (see :meth:`runs_used_since`)."""
-        with self._db:
-            self._db.execute("UPDATE runs SET used = ? WHERE key = ?", (time.time(), key))
+        with self.db.transaction():
+            self.db.execute("UPDATE runs SET used = ? WHERE key = ?", (time.time(), key))
 
     def runs_used_since(self, since: float) -> list[Run]:
         """Runs computed, resumed or reused since ``since`` (a ``time.time()``): what one command touched."""
-        query = f"SELECT {RUN_COLUMNS} FROM runs WHERE used >= ? ORDER BY used"
-        return [_run(r) for r in self._db.execute(query, (since,))]
+        query = f"SELECT {self._run_columns} FROM runs WHERE used >= ? ORDER BY used"
+        return [_run(r) for r in self.db.execute(query, (since,))]
 
     def delete_run(self, key: str) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM items WHERE run_key = ?", (key,))
-            self._db.execute("DELETE FROM chunks WHERE run_key = ?", (key,))
-            self._db.execute("DELETE FROM runs WHERE key = ?", (key,))
+        with self.db.transaction():
+            self.db.execute("DELETE FROM items WHERE run_key = ?", (key,))
+            self.db.execute("DELETE FROM chunks WHERE run_key = ?", (key,))
+            self.db.execute("DELETE FROM runs WHERE key = ?", (key,))
 
     def add_items(self, key: str, results: Iterable[ItemResult]) -> None:
         rows = [(key, r.key, r.error, None if r.prediction is None else json.dumps(encode_prediction(r.prediction)),
                  r.preprocess_s, r.forward_s, r.postprocess_s) for r in results]
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO items (run_key, item, error, prediction, preprocess_s, forward_s,"
-                " postprocess_s) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        with self.db.transaction():
+            # a new outcome of an item replaces the old one, and the old one's scored numbers
+            self.db.executemany(upsert("items", ("run_key", "item", "error", "prediction", "preprocess_s", "forward_s",
+                                                 "postprocess_s"), ("run_key", "item"), item_metrics="NULL"), rows)
 
     def items(self, key: str) -> list[ItemResult]:
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT item, error, prediction, preprocess_s, forward_s, postprocess_s FROM items WHERE run_key = ?",
             (key,))
         return [ItemResult(item, None if pred is None else decode_prediction(json.loads(pred)), error, pre, fwd, post)
@@ -352,56 +211,52 @@ class Store:
 
     def item_metrics(self, key: str) -> dict[str, dict]:
         """Each scored item's own numbers, as the protocol's scorer stored them."""
-        rows = self._db.execute("SELECT item, item_metrics FROM items WHERE run_key = ? AND item_metrics IS NOT NULL",
+        rows = self.db.execute("SELECT item, item_metrics FROM items WHERE run_key = ? AND item_metrics IS NOT NULL",
                                 (key,))
         return {item: json.loads(m) for item, m in rows}
 
     def forward_times(self, key: str) -> np.ndarray:
         """Seconds of forward pass per successful item (a batch's time shared among its items)."""
-        rows = self._db.execute("SELECT forward_s FROM items WHERE run_key = ? AND error IS NULL", (key,))
+        rows = self.db.execute("SELECT forward_s FROM items WHERE run_key = ? AND error IS NULL", (key,))
         return np.array([f for (f,) in rows if f is not None], dtype=np.float64)
 
     def delete_items(self, key: str, items: Iterable[str]) -> None:
         """Forget these items' outcomes (failed items to be run again); the run is running again."""
-        with self._db:
-            self._db.executemany("DELETE FROM items WHERE run_key = ? AND item = ?", [(key, i) for i in items])
-            self._db.execute("UPDATE runs SET status = 'running' WHERE key = ?", (key,))
+        with self.db.transaction():
+            self.db.executemany("DELETE FROM items WHERE run_key = ? AND item = ?", [(key, i) for i in items])
+            self.db.execute("UPDATE runs SET status = 'running' WHERE key = ?", (key,))
 
     def item_keys(self, key: str) -> set[str]:
-        return {item for (item,) in self._db.execute("SELECT item FROM items WHERE run_key = ?", (key,))}
+        return {item for (item,) in self.db.execute("SELECT item FROM items WHERE run_key = ?", (key,))}
 
     def failures(self, key: str) -> list[tuple[str, str]]:
-        rows = self._db.execute("SELECT item, error FROM items WHERE run_key = ? AND error IS NOT NULL", (key,))
+        rows = self.db.execute("SELECT item, error FROM items WHERE run_key = ? AND error IS NOT NULL", (key,))
         return [(item, error) for item, error in rows]
 
     def record_chunk(self, key: str, chunk: int, n_chunks: int, n_items: int) -> None:
         """Chunk ``chunk`` (0-based) of ``n_chunks`` of a run of ``n_items`` items is stored (a shard's part;
         ``facebench merge`` checks that every chunk of a run came)."""
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO chunks (run_key, chunk, n_chunks, n_items, finished)"
-                             " VALUES (?, ?, ?, ?, ?)", (key, chunk, n_chunks, n_items, time.time()))
+        with self.db.transaction():
+            self.db.execute(_CHUNK_UPSERT, (key, chunk, n_chunks, n_items, time.time()))
 
     def chunks(self, key: str) -> dict[int, tuple[int, int]]:
         """The stored chunks of a run: chunk -> (n_chunks, n_items) (empty for a run not split)."""
-        try:
-            rows = self._db.execute("SELECT chunk, n_chunks, n_items FROM chunks WHERE run_key = ?", (key,))
-            return {chunk: (n, items) for chunk, n, items in rows}
-        except sqlite3.OperationalError as exc:  # a read-only store written before chunks were kept
-            if "no such table" in str(exc):
-                return {}
-            raise
+        if "chunks" not in self._tables:  # a read-only store written before chunks were kept
+            return {}
+        rows = self.db.execute("SELECT chunk, n_chunks, n_items FROM chunks WHERE run_key = ?", (key,))
+        return {chunk: (n, items) for chunk, n, items in rows}
 
     def curves(self, key: str) -> dict:
         """Curves the scorer kept for plots (precision-recall, ...), by name."""
-        row = self._db.execute("SELECT curves FROM runs WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute("SELECT curves FROM runs WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
     def complete_run(self, key: str, metrics: dict, per_item: dict[str, dict], n_items: int, n_failures: int,
                      curves: dict | None = None) -> None:
-        with self._db:
-            self._db.executemany("UPDATE items SET item_metrics = ? WHERE run_key = ? AND item = ?",
+        with self.db.transaction():
+            self.db.executemany("UPDATE items SET item_metrics = ? WHERE run_key = ? AND item = ?",
                                  [(json.dumps(m), key, item) for item, m in per_item.items()])
-            self._db.execute(
+            self.db.execute(
                 "UPDATE runs SET status = 'complete', metrics = ?, curves = ?, n_items = ?, n_failures = ?,"
                 " finished = ? WHERE key = ?",
                 (json.dumps(metrics), json.dumps(curves or {}), n_items, n_failures, time.time(), key))
@@ -411,11 +266,11 @@ class Store:
         ``new`` (it was not here), ``completed`` (here but not complete, complete there), ``improved`` (complete
         here, and items that failed here succeeded there: the run is running again, to be scored anew) or
         ``merged`` (items and chunks added; a stored success is never replaced by a failure)."""
-        columns = RUN_COLUMNS + ", curves"
-        row = source._db.execute(f"SELECT {columns} FROM runs WHERE key = ?", (key,)).fetchone()
+        columns = RUN_COLUMNS + ", kind, curves"
+        row = source.db.execute(f"SELECT {source._run_columns}, curves FROM runs WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise StoreError(f"{source.path}: no run {key}")
-        items = source._db.execute(
+        items = source.db.execute(
             "SELECT run_key, item, error, prediction, item_metrics, preprocess_s, forward_s, postprocess_s FROM items"
             " WHERE run_key = ?", (key,)).fetchall()
         mine = self.get_run(key)
@@ -427,26 +282,24 @@ class Store:
         # items that succeeded here and failed there: the source's metrics counted them failed
         better_here = mine is not None and bool({r[1] for r in items if r[2] is not None}
                                                 & (self.item_keys(key) - {i for i, _ in self.failures(key)}))
-        with self._db:
+        with self.db.transaction():
             if mine is None:
-                self._db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})", row)
+                self.db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})", row)
             elif mine.status != "complete" and row[7] == "complete" and not better_here:
-                self._db.execute("UPDATE runs SET status = 'complete', metrics = ?, n_items = ?, n_failures = ?,"
+                self.db.execute("UPDATE runs SET status = 'complete', metrics = ?, n_items = ?, n_failures = ?,"
                                  " finished = ?, curves = ? WHERE key = ?", (row[8], row[10], row[11], row[13],
-                                                                            row[16], key))
+                                                                            row[17], key))
                 outcome = "completed"
             elif outcome == "improved":
-                self._db.execute("UPDATE runs SET status = 'running' WHERE key = ?", (key,))
-            self._db.executemany(
+                self.db.execute("UPDATE runs SET status = 'running' WHERE key = ?", (key,))
+            self.db.executemany(
                 "INSERT INTO items (run_key, item, error, prediction, item_metrics, preprocess_s, forward_s,"
                 " postprocess_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_key, item) DO UPDATE SET"
                 " error = excluded.error, prediction = excluded.prediction, item_metrics = excluded.item_metrics,"
                 " preprocess_s = excluded.preprocess_s, forward_s = excluded.forward_s,"
                 " postprocess_s = excluded.postprocess_s WHERE items.error IS NOT NULL AND excluded.error IS NULL",
                 items)
-            self._db.executemany("INSERT OR REPLACE INTO chunks (run_key, chunk, n_chunks, n_items, finished)"
-                                 " VALUES (?, ?, ?, ?, ?)",
-                                 [(key, c, n, m, None) for c, (n, m) in source.chunks(key).items()])
+            self.db.executemany(_CHUNK_UPSERT, [(key, c, n, m, None) for c, (n, m) in source.chunks(key).items()])
         return outcome
 
     def import_device_results(self, source: Store) -> int:
@@ -458,11 +311,11 @@ class Store:
             if record["key"] not in mine or (record.get("finished") or 0) > mine[record["key"]]:
                 self.put_device_result({**record, "op_profile": source.device_op_profile(record["key"])})
                 copied += 1
-        probed = dict(self._db.execute("SELECT device, probed FROM device_probes").fetchall())
-        rows = source._db.execute("SELECT device, record, probed FROM device_probes").fetchall()
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO device_probes (device, record, probed) VALUES (?, ?, ?)",
-                                 [r for r in rows if r[0] not in probed or (r[2] or 0) > (probed[r[0]] or 0)])
+        probed = dict(self.db.execute("SELECT device, probed FROM device_probes").fetchall())
+        rows = source.db.execute("SELECT device, record, probed FROM device_probes").fetchall()
+        with self.db.transaction():
+            self.db.executemany(_PROBE_UPSERT,
+                                [r for r in rows if r[0] not in probed or (r[2] or 0) > (probed[r[0]] or 0)])
         return copied
 
     def put_device_result(self, record: dict) -> None:
@@ -472,12 +325,12 @@ class Store:
         record = dict(record)
         ops = record.pop("op_profile", None) or []
         record["op_profile_rows"] = len(ops)
-        with self._db:
-            self._db.execute("DELETE FROM device_op_profiles WHERE key = ?", (record["key"],))
-            self._db.execute("INSERT OR REPLACE INTO device_results (key, model, device, status, record, finished)"
-                             " VALUES (?, ?, ?, ?, ?, ?)", (record["key"], record["model"], record["device"],
+        with self.db.transaction():
+            self.db.execute("DELETE FROM device_op_profiles WHERE key = ?", (record["key"],))
+            self.db.execute(upsert("device_results", ("key", "model", "device", "status", "record", "finished"),
+                                   ("key",)), (record["key"], record["model"], record["device"],
                                                             record["status"], json.dumps(record), record["finished"]))
-            self._db.executemany(
+            self.db.executemany(
                 "INSERT INTO device_op_profiles (key, position, node_type, name, avg_ms, percent, times_called)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(record["key"], i, op["node_type"], op["name"], op["avg_ms"], op.get("percent"),
@@ -485,30 +338,26 @@ class Store:
 
     def device_op_profile(self, key: str) -> list[dict]:
         """A measurement's op profile in run order: node_type, name, avg_ms, percent, times_called."""
-        try:
-            rows = self._db.execute("SELECT node_type, name, avg_ms, percent, times_called FROM device_op_profiles"
-                                    " WHERE key = ? ORDER BY position", (key,)).fetchall()
-        except sqlite3.OperationalError as exc:  # a read-only store written before op profiles were kept
-            if "no such table" in str(exc):
-                return []
-            raise
+        if "device_op_profiles" not in self._tables:  # a read-only store written before op profiles were kept
+            return []
+        rows = self.db.execute("SELECT node_type, name, avg_ms, percent, times_called FROM device_op_profiles"
+                               " WHERE key = ? ORDER BY position", (key,)).fetchall()
         return [dict(zip(("node_type", "name", "avg_ms", "percent", "times_called"), r)) for r in rows]
 
     def device_results(self, model: str | None = None, status: str | None = None) -> list[dict]:
-        query, args = "SELECT record FROM device_results WHERE 1", []
+        query, args = "SELECT record FROM device_results WHERE 1 = 1", []
         for column, value in (("model", model), ("status", status)):
             if value is not None:
                 query += f" AND {column} = ?"
                 args.append(value)
-        return [json.loads(r) for (r,) in self._db.execute(query + " ORDER BY finished", args)]
+        return [json.loads(r) for (r,) in self.db.execute(query + " ORDER BY finished", args)]
 
     def put_probe(self, device: str, record: dict) -> None:
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO device_probes (device, record, probed) VALUES (?, ?, ?)",
-                             (device, json.dumps(record), time.time()))
+        with self.db.transaction():
+            self.db.execute(_PROBE_UPSERT, (device, json.dumps(record), time.time()))
 
     def probes(self) -> dict[str, dict]:
-        return {d: json.loads(r) for d, r in self._db.execute("SELECT device, record FROM device_probes")}
+        return {d: json.loads(r) for d, r in self.db.execute("SELECT device, record FROM device_probes")}
 
     # Cell claims: which ``facebench run`` computes a cell now (see facebench/results/isolation.py).
 
@@ -518,39 +367,64 @@ class Store:
 
         A claim is taken over when its heartbeat is older than ``stale_s`` seconds or
         ``is_dead(pid, host)`` says its owner is gone; the check and the write are one
-        transaction (BEGIN IMMEDIATE), so two runs never both win a cell."""
+        exclusive transaction, so two runs never both win a cell."""
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims WHERE cell = ?",
+        with self.db.transaction(exclusive=True):
+            row = self.db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims WHERE cell = ?",
                                    (cell,)).fetchone()
             if row is not None:
                 held = Claim(*row)
                 if held.token != token and held.heartbeat >= now - stale_s and not is_dead(held.pid, held.host):
                     return held
-            self._db.execute("INSERT OR REPLACE INTO claims (cell, pid, host, token, since, heartbeat)"
-                             " VALUES (?, ?, ?, ?, ?, ?)", (cell, pid, host, token, now, now))
+            self.db.execute(upsert("claims", ("cell", "pid", "host", "token", "since", "heartbeat"), ("cell",)),
+                            (cell, pid, host, token, now, now))
         return None
 
     def heartbeat_claims(self, token: str) -> None:
         """The run ``token`` is alive: refresh its claims."""
-        with self._db:
-            self._db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), token))
+        with self.db.transaction():
+            self.db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), token))
 
     def release_claim(self, cell: str, token: str) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM claims WHERE cell = ? AND token = ?", (cell, token))
+        with self.db.transaction():
+            self.db.execute("DELETE FROM claims WHERE cell = ? AND token = ?", (cell, token))
 
     def claims(self) -> list[Claim]:
-        return [Claim(*r) for r in self._db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims")]
+        return [Claim(*r) for r in self.db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims")]
+
+
+def upsert(table: str, columns: tuple[str, ...], keys: tuple[str, ...], **also: str) -> str:
+    """``INSERT … ON CONFLICT (keys) DO UPDATE`` setting every other column (and ``also``: column -> SQL): the
+    portable form of SQLite's ``INSERT OR REPLACE`` (PostgreSQL has no ``OR REPLACE``)."""
+    sets = [f"{c} = excluded.{c}" for c in columns if c not in keys] + [f"{c} = {v}" for c, v in also.items()]
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}")
+
+
+_CHUNK_UPSERT = upsert("chunks", ("run_key", "chunk", "n_chunks", "n_items", "finished"), ("run_key", "chunk"))
+_PROBE_UPSERT = upsert("device_probes", ("device", "record", "probed"), ("device",))
+
+
+def _check_facebench_store(db: Database) -> None:
+    """Refuse another program's database (facebench must not add its tables to it) or a damaged one."""
+    tables = db.tables()
+    if tables and "runs" not in tables:
+        raise StoreError(f"{db.location}: not a facebench store (a database with tables "
+                         f"{', '.join(sorted(tables)[:5])}): move it aside or name another with --store")
+    if "runs" in tables:
+        missing = {"key", "model", "protocol", "protocol_hash", "dataset_fingerprint", "status"} - db.columns("runs")
+        if missing:  # a table of the same name, another program's
+            raise StoreError(f"{db.location}: not a facebench store (its runs table lacks "
+                             f"{', '.join(sorted(missing))}): move it aside or name another with --store")
+        db.execute("SELECT count(*) FROM runs").fetchone()  # a damaged file fails here, not mid-report
 
 
 def _run(row) -> Run:
     (key, model, protocol, phash, fp, runtime, card, status, metrics, env, n_items, n_fail, started, finished,
-     key_parts, used) = row
+     key_parts, used, kind) = row
     return Run(key, model, protocol, phash, fp, runtime, json.loads(card), status,
                json.loads(metrics) if metrics else None, json.loads(env) if env else None,
-               n_items, n_fail, started, finished, json.loads(key_parts) if key_parts else None, used)
+               n_items, n_fail, started, finished, json.loads(key_parts) if key_parts else None, used, kind)
 
 
 def encode_prediction(p: Prediction) -> dict[str, Any]:
