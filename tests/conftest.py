@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -231,3 +232,38 @@ def program(tmp_path_factory) -> Path:
     from facebench.testing.host_benchmark import write_program
 
     return write_program(tmp_path_factory.mktemp("bin") / "benchmark_model")
+
+
+# --- a throwaway PostgreSQL cluster (tests of --store postgresql://) ----------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One cluster per session (Debian's postgresql, facebench.testing.postgres); skips, saying why, where it
+    cannot start. Tests take a fresh database each with ``postgres_url``."""
+    from facebench.testing.postgres import TemporaryCluster, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = TemporaryCluster()
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        cluster.stop()
+        pytest.skip(f"could not start a PostgreSQL cluster: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster) -> str:
+    """A fresh, empty database of the session's cluster."""
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_location(request, tmp_path) -> str:
+    """A new store's location on each engine: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "results.sqlite")
+    return request.getfixturevalue("postgres_url")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from facebench.cli.main import main
+from facebench.cli.main import STORE, STORE_HELP, main
 from facebench.paths import default_store_path
 
 
@@ -70,7 +70,7 @@ def devices_list(inventory, as_json):
 @_INVENTORY_OPTION
 @_KEY_OPTION
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to connect and authenticate.")
-@click.option("--store", type=click.Path(path_type=Path), default=None)
+@click.option("--store", type=STORE, default=None, envvar="FACEBENCH_STORE", help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def devices_probe(names, inventory, key, timeout, store, as_json):
     """Connect to each device (all by default) and record what identifies its results.
@@ -230,7 +230,7 @@ def _cores(_ctx, _param, value: str) -> str | None:
                    "or a hex CPU mask such as 0xf0. A pinned run is a separate measurement.")
 @_INVENTORY_OPTION
 @_KEY_OPTION
-@click.option("--store", type=click.Path(path_type=Path), default=None)
+@click.option("--store", type=STORE, default=None, envvar="FACEBENCH_STORE", help=STORE_HELP)
 def bench(models, device_names, gpu, threads, runs, warmup, cooldown, repeat, fp16,
           gpu_backend, require_full_delegation, memory_pass, profile_pass, timeout, connect_timeout,
           extra, resume, shuffle, seed, inventory, key, store, thermal_wait, max_battery_temp, cores):

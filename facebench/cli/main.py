@@ -7,6 +7,8 @@ with ``Error: <message>`` and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from facebench.errors import FacebenchError
@@ -26,3 +28,26 @@ class FacebenchGroup(click.Group):
 @click.version_option(package_name="facebench")
 def main():
     """Benchmark and evaluate on-device face detectors, landmark aligners and face meshes."""
+
+
+class StoreLocationType(click.ParamType):
+    """``--store``: a file path, ``sqlite:///path`` or ``postgresql://user@host/db`` (a path stays a Path; a
+    server's URL stays a string, since a Path would fold its ``//``). Read from $FACEBENCH_STORE when not given."""
+
+    name = "store"
+
+    def convert(self, value, param, ctx):
+        from facebench.results.database import POSTGRESQL, parse_location
+
+        if isinstance(value, Path):
+            return value
+        try:
+            dialect, target = parse_location(str(value))
+        except FacebenchError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value) if dialect == POSTGRESQL else Path(target)
+
+
+STORE = StoreLocationType()
+STORE_HELP = ("Results store: a file, sqlite:///path or postgresql://user@host/db "
+              "(default $FACEBENCH_STORE, else $FACEBENCH_HOME/results.sqlite or the user data dir).")

@@ -10,10 +10,11 @@ from pathlib import Path
 import click
 
 from facebench import registry
-from facebench.cli.main import main
+from facebench.cli.main import STORE, STORE_HELP, main
 from facebench.errors import UsageError
 from facebench.paths import default_store_path
 from facebench.protocol import builtin_protocols, get_protocol
+from facebench.results.database import StoreLocation, redact
 
 
 @main.command()
@@ -24,8 +25,7 @@ from facebench.protocol import builtin_protocols, get_protocol
 @click.option("--root", "roots", multiple=True,
               help="Dataset folder: NAME=PATH for one dataset (repeatable), or PATH for all; "
                    "default $FACEBENCH_DATA/NAME.")
-@click.option("--store", type=click.Path(path_type=Path), default=None,
-              help="Results store (SQLite). Default: $FACEBENCH_HOME/results.sqlite or the user data dir.")
+@click.option("--store", type=STORE, default=None, envvar="FACEBENCH_STORE", help=STORE_HELP)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
               help="Where the report (index.html, figures, leaderboard.md/.csv, results.json) is written.")
 @click.option("--force", is_flag=True, help="Recompute even when a stored result matches.")
@@ -161,7 +161,7 @@ def run(models_, protocols_, roots, store, out, force, runtime, threads, batch_s
         results = run_cells(cells, store_path, settings, jobs=jobs, report=report, engine=engine, address=address,
                             shard=shard_part)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: finished items and cells are stored in {store_path}; "
+        click.echo(f"\ninterrupted: finished items and cells are stored in {redact(store_path)}; "
                    "run the same command again to resume", err=True)
         sys.exit(130)
     errors += sum(r.error for r in results)
@@ -206,7 +206,7 @@ def _max_failures(value: str | None) -> int | float | None:
     return fraction
 
 
-def _failure_errors(results, store_path: Path, started: float, card_names: dict[str, str],
+def _failure_errors(results, store_path: StoreLocation, started: float, card_names: dict[str, str],
                     max_failures: int | float | None) -> int:
     """Cells with more failed items than ``--max-failures`` allows (default: every item failed), each said
     with its numbers; and a command whose every item failed never succeeds. Returns the error count."""
@@ -250,7 +250,7 @@ def _failure_errors(results, store_path: Path, started: float, card_names: dict[
     return errors
 
 
-def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str,
+def _write_outputs(store_path: StoreLocation, out: Path, no_report: bool, command: str,
                    roots: dict[str, Path] | None = None) -> list[Path]:
     """Write the leaderboard files and the report (or, with --no-report, the leaderboard files and the
     early-exit figures); return the paths written, the report page first."""
@@ -269,7 +269,7 @@ def _write_outputs(store_path: Path, out: Path, no_report: bool, command: str,
     return [page, *(Path(out) / name for name in ("leaderboard.md", "leaderboard.csv", "results.json"))]
 
 
-def _cell_statuses(results, store_path: Path, started: float, card_names: dict[str, str]) -> list[dict]:
+def _cell_statuses(results, store_path: StoreLocation, started: float, card_names: dict[str, str]) -> list[dict]:
     """One dict per cell run: model, protocol, status (ran, reused, failed, skipped), items, metrics."""
     from facebench.results.store import Store
 
@@ -313,14 +313,14 @@ def _json_safe(value):
     return value
 
 
-def _print_summary(cells: list[dict], written: list[Path], store_path: Path, store: Path | None,
+def _print_summary(cells: list[dict], written: list[Path], store_path: StoreLocation, store: StoreLocation | None,
                    as_json: bool) -> None:
     """The end of ``facebench run``: counts and where things are (or, with --json, the cells)."""
     import json
 
     counts = {s: sum(c["status"] == s for c in cells) for s in ("ran", "reused", "failed", "skipped", "partial")}
     if as_json:
-        click.echo(json.dumps(_json_safe({"counts": counts, "cells": cells, "store": str(store_path),
+        click.echo(json.dumps(_json_safe({"counts": counts, "cells": cells, "store": redact(store_path),
                                           "files": [str(p) for p in written]}), allow_nan=False, indent=1))
         return
     plural = "" if len(cells) == 1 else "s"
@@ -336,8 +336,8 @@ def _print_summary(cells: list[dict], written: list[Path], store_path: Path, sto
         click.echo(f"report: {page[0]}")
     if boards:
         click.echo(f"leaderboard: {', '.join(str(p) for p in boards)}")
-    click.echo(f"results store: {store_path}")
-    click.echo("tables: facebench leaderboard" + (f" --store {store}" if store else ""))
+    click.echo(f"results store: {redact(store_path)}")
+    click.echo("tables: facebench leaderboard" + (f" --store {redact(store)}" if store else ""))
 
 
 @main.command()
@@ -345,7 +345,7 @@ def _print_summary(cells: list[dict], written: list[Path], store_path: Path, sto
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html", "latex"]), default="md",
               show_default=True)
 @click.option("--no-reported", is_flag=True, help="Leave out the rows reported in papers.")
-@click.option("--store", type=click.Path(path_type=Path), default=None)
+@click.option("--store", type=STORE, default=None, envvar="FACEBENCH_STORE", help=STORE_HELP)
 def leaderboard(protocol, fmt, no_reported, store):
     """The leaderboard from the results store: measured rows, and papers' rows marked reported.
 
@@ -368,7 +368,7 @@ def leaderboard(protocol, fmt, no_reported, store):
 @main.command()
 @click.argument("kind", type=click.Choice(["tradeoff", "ced", "pr", "early-exit", "sweep", "latency"]))
 @click.option("-p", "--protocol", "protocols_", multiple=True, help="Protocol ids (default: every one with results).")
-@click.option("--store", type=click.Path(path_type=Path), default=None)
+@click.option("--store", type=STORE, default=None, envvar="FACEBENCH_STORE", help=STORE_HELP)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
 def plot(kind, protocols_, store, out):
     """Draw one kind of figure (PNG, SVG and PDF; unchanged figures are not redrawn) from the results store."""
@@ -396,7 +396,7 @@ def plot(kind, protocols_, store, out):
 
 
 @main.command("report")
-@click.option("--store", type=click.Path(path_type=Path), default=None)
+@click.option("--store", type=STORE, default=None, envvar="FACEBENCH_STORE", help=STORE_HELP)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
 @click.option("--root", "roots", multiple=True,
               help="As for run: NAME=PATH (or PATH), so the error gallery can draw faces of that dataset.")
@@ -414,8 +414,11 @@ def report_cmd(store, out, roots):
     click.echo(str(page))
 
 
-def _existing_store(store: Path | None) -> Path:
-    """The store a reading command (leaderboard, plot, report) reads: it must exist (never made empty here)."""
+def _existing_store(store: str | Path | None) -> str | Path:
+    """The store a reading command (leaderboard, plot, report) reads: a file must exist (never made empty here);
+    a server's database is checked when it is opened."""
+    if isinstance(store, str):
+        return store
     path = Path(store or default_store_path())
     if not path.exists():
         raise UsageError(f"no results store at {path}: run `facebench run` first, or name one with --store")
@@ -424,8 +427,7 @@ def _existing_store(store: Path | None) -> Path:
 
 @main.command()
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--into", type=click.Path(path_type=Path), required=True,
-              help="The store to merge into (made if absent).")
+@click.option("--into", type=STORE, required=True, help="The store to merge into (made if absent): a file or a URL.")
 @click.option("--root", "roots", multiple=True, help="As for run: where the datasets are, to score merged runs.")
 @click.option("-p", "--protocol", "protocols_", multiple=True,
               help="A protocol file the shards ran (built-in protocols need nothing).")
@@ -443,7 +445,8 @@ def merge(stores, into, roots, protocols_, skip_bad):
         click.echo(f"scored {line}")
     for line in report.missing + report.unscored:
         click.echo(f"incomplete: {line}", err=True)
-    click.echo(f"{report.copied} runs from {len(stores)} stores merged into {into}; {len(report.scored)} scored now, "
+    click.echo(f"{report.copied} runs from {len(stores)} stores merged into {redact(into)}; "
+               f"{len(report.scored)} scored now, "
                f"{len(report.missing) + len(report.unscored)} incomplete; {report.device_results} device results")
     if report.missing or report.unscored:
         sys.exit(1)

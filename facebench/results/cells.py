@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from facebench.protocol import Protocol
+from facebench.results.database import StoreLocation
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def ended_before_work(cell: Cell, name: str, exc: Exception) -> CellResult:
     return CellResult(cell, [f"error: {name} on {cell.protocol.id}: {type(exc).__name__}: {exc}"], error=True)
 
 
-def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
+def run_cell(cell: Cell, store_path: StoreLocation, settings: Settings) -> CellResult:
     """Evaluate one cell; never raises for a model's failure (the message says what happened)."""
     from facebench import registry
     from facebench.results.evaluate import evaluate
@@ -121,7 +122,7 @@ def run_cell(cell: Cell, store_path: Path, settings: Settings) -> CellResult:
 ENGINES = ("local", "dask")
 
 
-def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs: int = 1,
+def run_cells(cells: Iterable[Cell], store_path: StoreLocation, settings: Settings, jobs: int = 1,
               report: Callable[[CellResult], None] = lambda r: None, engine: str = "local",
               address: str | None = None, shard=None) -> list[CellResult]:
     """Run every cell, ``jobs`` at a time: ``local``, each in a supervised worker process (see
@@ -139,7 +140,7 @@ def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs:
         from facebench.results.dask_engine import run_on_dask
 
         select = None if shard is None else (lambda cell, chunk, n: shard.owns(cell.model, cell.protocol.id, chunk))
-        return run_on_dask(cells, Path(store_path), settings, jobs, address, report, select)
+        return run_on_dask(cells, store_path, settings, jobs, address, report, select)
     from facebench.results.isolation import run_isolated
 
     if shard is not None:
@@ -150,4 +151,4 @@ def run_cells(cells: Iterable[Cell], store_path: Path, settings: Settings, jobs:
             return []
     if jobs > 1 and len(cells) > 1:
         settings = replace(settings, progress=False)  # one bar per process would interleave
-    return run_isolated(cells, Path(store_path), settings, jobs, report)
+    return run_isolated(cells, store_path, settings, jobs, report)

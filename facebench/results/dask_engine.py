@@ -31,13 +31,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from facebench.errors import FacebenchError
 from facebench.extras import MissingExtra
 from facebench.results.cells import Cell, CellResult, Settings, ended_before_work, format_metrics
 from facebench.results.compute import ChunkTask, compute_chunk, decode_item
+from facebench.results.database import StoreLocation
 from facebench.types import ItemResult
 
 # packages whose versions must agree between the driver and every worker
@@ -171,7 +171,7 @@ def _plan_or_result(cell: Cell, settings: Settings) -> tuple[Any, str, CellResul
     return plan, name, None
 
 
-def run_on_dask(cells: list[Cell], store_path: Path, settings: Settings, jobs: int, address: str | None,
+def run_on_dask(cells: list[Cell], store_path: StoreLocation, settings: Settings, jobs: int, address: str | None,
                 report: Callable[[CellResult], None],
                 select: Callable[[Cell, int, int], bool] | None = None) -> list[CellResult]:
     """Run ``cells`` on Dask (see the module docstring); ``select(cell, chunk, n_chunks)`` keeps only

@@ -46,6 +46,8 @@ def parse_location(location: StoreLocation) -> tuple[str, str | Path]:
     """``(SQLITE, path)`` or ``(POSTGRESQL, url)``. ``sqlite:///rel.sqlite`` is relative and
     ``sqlite:////abs.sqlite`` absolute (SQLAlchemy's convention); an unknown scheme is an error."""
     if isinstance(location, Path):
+        if re.match(r"(postgres(ql)?|sqlite)(\+\w+)?:/[^/]", str(location)):  # Path() folded a URL's //
+            raise StoreError(f"{redact(str(location))}: a store URL was turned into a file path; pass it as a string")
         return SQLITE, location
     text = str(location)
     if "://" not in text:

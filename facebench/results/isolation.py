@@ -49,10 +49,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
 
 from facebench.results.cells import Cell, CellResult, Settings, run_cell
+from facebench.results.database import StoreLocation
 
 CLAIM_STALE_S = 600.0  # a claim without a heartbeat for this long belongs to a run that is gone
 HEARTBEAT_S = 30.0
@@ -106,7 +106,7 @@ class _Watchdog(threading.Thread):
                     self.conn.send(("state", state))
 
 
-def _worker_main(conn: Connection, parent_pid: int, store_path: Path) -> None:
+def _worker_main(conn: Connection, parent_pid: int, store_path: StoreLocation) -> None:
     """A worker process: cells in over the pipe, ("state", ...) and ("result", CellResult) out."""
     _die_with_parent(parent_pid)
     sys.stdout.flush()
@@ -187,7 +187,7 @@ def _model_name(cell: Cell) -> str:
         return cell.model
 
 
-def run_isolated(cells: list[Cell], store_path: Path, settings: Settings, jobs: int,
+def run_isolated(cells: list[Cell], store_path: StoreLocation, settings: Settings, jobs: int,
                  report: Callable[[CellResult], None]) -> list[CellResult]:
     """Run ``cells`` in supervised worker processes, at most ``jobs`` at once (see the module docstring)."""
     from facebench.results.store import Store
@@ -314,7 +314,7 @@ def _drain(worker: _Worker, now: float) -> CellResult | None:
     return None
 
 
-def _store_timeouts(store_path: Path, job: _Job, state: tuple, timeout: float) -> _Job | None:
+def _store_timeouts(store_path: StoreLocation, job: _Job, state: tuple, timeout: float) -> _Job | None:
     """Store the stuck items as failures; the job to restart, or None when that could loop (nothing new)."""
     from facebench.results.store import Store
     from facebench.types import ItemResult

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from facebench.errors import FacebenchError, UsageError
 from facebench.protocol import Protocol
+from facebench.results.database import POSTGRESQL, StoreLocation, parse_location
 
 
 class MergeError(FacebenchError, ValueError):
@@ -70,7 +71,7 @@ class MergeReport:
     device_results: int = 0
 
 
-def check_mergeable(sources: Sequence[Path], into: Path | None = None) -> None:
+def check_mergeable(sources: Sequence[Path], into: StoreLocation | None = None) -> None:
     """Refuse stores whose runs of one cell (model, protocol, runtime) differ in key or facebench version,
     or whose chunks of one run were cut differently (``chunk_items`` is not in the key: shards given protocol
     files with other ``chunk_items`` cut the same run into other chunks, and the chunks' numbers would not name
@@ -78,10 +79,10 @@ def check_mergeable(sources: Sequence[Path], into: Path | None = None) -> None:
     exists, is checked for its chunks only (it may hold older runs of a cell)."""
     from facebench.results.store import Store
 
-    seen: dict[tuple[str, str, str], tuple[Path, str, dict, str]] = {}
-    cut: dict[str, tuple[Path, int, int]] = {}  # run key -> (store, n_chunks, n_items) of its chunks
+    seen: dict[tuple[str, str, str], tuple[StoreLocation, str, dict, str]] = {}
+    cut: dict[str, tuple[StoreLocation, int, int]] = {}  # run key -> (store, n_chunks, n_items) of its chunks
     problems = []
-    for path in [*sources, *([into] if into is not None and Path(into).is_file() else [])]:
+    for path in [*sources, *([into] if into is not None and _exists(into) else [])]:
         with Store(path, read_only=True) as db:
             runs = db.runs(status=None)
             chunks = {run.key: db.chunks(run.key) for run in runs}
@@ -114,7 +115,12 @@ def check_mergeable(sources: Sequence[Path], into: Path | None = None) -> None:
                          "rerun the odd shard with the others' install and data:\n  " + "\n  ".join(problems))
 
 
-def merge(sources: Sequence[Path], into: Path, roots: dict[str, Path] | None = None,
+def _exists(location: StoreLocation) -> bool:
+    dialect, target = parse_location(location)
+    return dialect == POSTGRESQL or Path(target).is_file()
+
+
+def merge(sources: Sequence[Path], into: StoreLocation, roots: dict[str, Path] | None = None,
           protocols: dict[str, Protocol] | None = None, skip_bad: bool = False) -> MergeReport:
     """Copy ``sources`` into the store ``into`` and score every run whose chunks are all in.
 
@@ -125,12 +131,14 @@ def merge(sources: Sequence[Path], into: Path, roots: dict[str, Path] | None = N
     from facebench.results.store import Store
 
     sources = [Path(s) for s in sources]
+    dialect, into_file = parse_location(into)
     for path in sources:
         if not path.is_file():
             raise UsageError(f"no store at {path}")
-        if path.resolve() == Path(into).resolve() or (Path(into).exists() and os.path.samefile(path, into)):
+        if dialect != POSTGRESQL and (path.resolve() == Path(into_file).resolve()
+                                      or (Path(into_file).exists() and os.path.samefile(path, into_file))):
             raise UsageError(f"{path} is the store merged into: name the shard stores and another --into")
-    check_mergeable(sources, Path(into))
+    check_mergeable(sources, into)
     report = MergeReport()
     with Store(into) as target:
         for path in sources:
@@ -153,7 +161,7 @@ def _complete(db, run, roots: dict[str, Path], protocols: dict[str, Protocol], s
     label = f"{run.model} on {run.protocol}"
     if not chunks and (run.n_items is None or len(db.item_keys(run.key)) < run.n_items):
         report.missing.append(f"{label}: an interrupted run, not a shard's part; rerun its command with --store "
-                              f"{db.path} to finish it")
+                              f"{db.location} to finish it")
         return
     # a run scored before (whole, n_items kept) and running again: a shard brought successes for its failures
     n_chunks, n_items = next(iter(chunks.values())) if chunks else (1, run.n_items)

@@ -116,8 +116,11 @@ class Store:
             else:
                 migrate(self._db)
             self._tables = self._db.tables()
-            # a read-only store from before a run's kind was kept reads as all measured here
-            self._run_columns = RUN_COLUMNS + (", kind" if "kind" in self._db.columns("runs") else ", NULL")
+            # a read-only store from before a column was added reads it as NULL (kind: all measured here)
+            have = self._db.columns("runs")
+            self._run_columns = ", ".join(c if c in have or not have else "NULL"
+                                          for c in (*RUN_COLUMNS.split(", "), "kind"))
+            self._curves = "curves" if "curves" in have or not have else "NULL"
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
             if "locked" in str(exc) or "busy" in str(exc):
@@ -248,7 +251,7 @@ class Store:
 
     def curves(self, key: str) -> dict:
         """Curves the scorer kept for plots (precision-recall, ...), by name."""
-        row = self.db.execute("SELECT curves FROM runs WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute(f"SELECT {self._curves} FROM runs WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
     def complete_run(self, key: str, metrics: dict, per_item: dict[str, dict], n_items: int, n_failures: int,
@@ -264,12 +267,14 @@ class Store:
     def import_run(self, source: Store, key: str) -> str:
         """Copy run ``key`` of ``source`` (row, items with their per-item numbers, chunks) into this store:
         ``new`` (it was not here), ``completed`` (here but not complete, complete there), ``improved`` (complete
-        here, and items that failed here succeeded there: the run is running again, to be scored anew) or
-        ``merged`` (items and chunks added; a stored success is never replaced by a failure)."""
+        here, and items that failed here succeeded there: the run is running again, to be scored anew),
+        ``merged`` (items and chunks added; a stored success is never replaced by a failure) or ``unchanged``
+        (everything it has is here already: nothing is written, so copying twice adds nothing)."""
         columns = RUN_COLUMNS + ", kind, curves"
-        row = source.db.execute(f"SELECT {source._run_columns}, curves FROM runs WHERE key = ?", (key,)).fetchone()
+        row = source.db.execute(f"SELECT {source._run_columns}, {source._curves} FROM runs WHERE key = ?",
+                                (key,)).fetchone()
         if row is None:
-            raise StoreError(f"{source.path}: no run {key}")
+            raise StoreError(f"{source.location}: no run {key}")
         items = source.db.execute(
             "SELECT run_key, item, error, prediction, item_metrics, preprocess_s, forward_s, postprocess_s FROM items"
             " WHERE run_key = ?", (key,)).fetchall()
@@ -282,6 +287,10 @@ class Store:
         # items that succeeded here and failed there: the source's metrics counted them failed
         better_here = mine is not None and bool({r[1] for r in items if r[2] is not None}
                                                 & (self.item_keys(key) - {i for i, _ in self.failures(key)}))
+        theirs_chunks = source.chunks(key)
+        if (mine is not None and outcome == "merged" and not (mine.status != "complete" and row[7] == "complete")
+                and {r[1] for r in items} <= self.item_keys(key) and set(theirs_chunks) <= set(self.chunks(key))):
+            return "unchanged"
         with self.db.transaction():
             if mine is None:
                 self.db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})", row)
@@ -299,7 +308,7 @@ class Store:
                 " preprocess_s = excluded.preprocess_s, forward_s = excluded.forward_s,"
                 " postprocess_s = excluded.postprocess_s WHERE items.error IS NOT NULL AND excluded.error IS NULL",
                 items)
-            self.db.executemany(_CHUNK_UPSERT, [(key, c, n, m, None) for c, (n, m) in source.chunks(key).items()])
+            self.db.executemany(_CHUNK_UPSERT, [(key, c, n, m, None) for c, (n, m) in theirs_chunks.items()])
         return outcome
 
     def import_device_results(self, source: Store) -> int:
@@ -391,6 +400,15 @@ class Store:
 
     def claims(self) -> list[Claim]:
         return [Claim(*r) for r in self.db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims")]
+
+
+def copy_store(source: Store, target: Store) -> dict[str, int]:
+    """Every run of ``source`` into ``target`` (:meth:`Store.import_run`, by run key) and its device measurements;
+    counts by outcome (new, completed, improved, merged, unchanged) and ``device results``."""
+    counts = dict.fromkeys(("new", "completed", "improved", "merged", "unchanged"), 0)
+    for run in source.runs(status=None):
+        counts[target.import_run(source, run.key)] += 1
+    return {**counts, "device results": target.import_device_results(source)}
 
 
 def upsert(table: str, columns: tuple[str, ...], keys: tuple[str, ...], **also: str) -> str:
