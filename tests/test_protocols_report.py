@@ -312,11 +312,13 @@ def test_a_detector_face_box_counts_a_missed_face_as_a_failure(mini_samples, tmp
 
 
 def test_a_store_from_before_curves_is_upgraded_in_place(tmp_path):
-    from facebench.results.store import SCHEMA, Store
+    from facebench.results.migrations import MIGRATIONS
+    from facebench.results.store import Store
 
     path = tmp_path / "old.sqlite"
-    with sqlite3.connect(path) as db:  # the schema as it was before runs kept curves
-        db.executescript(SCHEMA.replace("    curves TEXT,\n", ""))
+    with sqlite3.connect(path) as db:  # the schema as it was before runs kept curves (and before versions)
+        for statement in MIGRATIONS[0].statements:
+            db.execute(statement.replace("{real}", "REAL"))
         db.execute("INSERT INTO runs (key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status,"
                    " metrics, finished) VALUES ('k', 'm', 'mini-ap50', 'h', 'f', 'tflite', '{}', 'complete',"
                    " '{\"ap50\": 0.5}', 1.0)")
