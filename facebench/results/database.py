@@ -110,6 +110,12 @@ class Database:
     def close(self) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def clean(params: Sequence[Any]) -> tuple:
+        """PostgreSQL's TEXT cannot hold NUL; SQLite's can. Both engines store a NUL in a string (an error
+        message a model raised, an item name) as the four characters ``\\x00``, so they read back the same."""
+        return tuple(p.replace("\x00", "\\x00") if isinstance(p, str) and "\x00" in p else p for p in params)
+
     def check_write(self, sql: str) -> None:
         if self.read_only and not sql.lstrip().lower().startswith(_READS):
             where = ("its user has no write access or the command asked for read-only" if self.dialect == POSTGRESQL
@@ -127,11 +133,11 @@ class SqliteDatabase(Database):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         self.check_write(sql)
-        return self._db.execute(sql, tuple(params))
+        return self._db.execute(sql, self.clean(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.check_write(sql)
-        self._db.executemany(sql, rows)
+        self._db.executemany(sql, (self.clean(r) for r in rows))
 
     @contextmanager
     def transaction(self, exclusive: bool = False) -> Iterator[None]:
@@ -175,11 +181,11 @@ class PostgresDatabase(Database):
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self.check_write(sql)
-        return self._db.execute(self._sql(sql), tuple(params))
+        return self._db.execute(self._sql(sql), self.clean(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.check_write(sql)
-        rows = [tuple(r) for r in rows]
+        rows = [self.clean(r) for r in rows]
         if rows:
             with self._db.cursor() as cursor:
                 cursor.executemany(self._sql(sql), rows)
