@@ -25,6 +25,7 @@ the files exist the figure is not drawn again.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -187,9 +188,23 @@ def _key(kind: str, payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_FORMATS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("formats", default=FORMATS)
+
+
+@contextlib.contextmanager
+def only_formats(*formats: str) -> Iterator[None]:
+    """Write only these of :data:`FORMATS` in this thread (the web leaderboard shows PNGs: SVG and PDF would
+    triple its drawing time)."""
+    token = _FORMATS.set(tuple(formats))
+    try:
+        yield
+    finally:
+        _FORMATS.reset(token)
+
+
 def _paths(out: Path, name: str) -> tuple[list[Path], Path]:
     check_name(Path(name).name, "figure name")
-    return [out / f"{name}.{fmt}" for fmt in FORMATS], out / f"{name}.key"
+    return [out / f"{name}.{fmt}" for fmt in _FORMATS.get()], out / f"{name}.key"
 
 
 def is_fresh(out: Path, name: str, key: str) -> bool:
@@ -216,7 +231,7 @@ def save(fig, out: Path, name: str, key: str | None = None) -> Path:
     try:
         files, key_file = _paths(out, name)
         with style():
-            for fmt, path in zip(FORMATS, files):
+            for fmt, path in zip(_FORMATS.get(), files):
                 buf = io.BytesIO()
                 fig.savefig(buf, format=fmt, bbox_inches="tight", pad_inches=0.02,
                             metadata={"Date": None} if fmt in ("svg", "pdf") else None)
