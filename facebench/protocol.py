@@ -53,10 +53,19 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     # which matrix runs it by default: "default" (the photo benchmarks) or "rendered" (the controlled renders,
     # facebench run --suite rendered); where it is listed, never what is scored, so not hashed either
     "suite": str,
+    # true: the ground truth is kept on the server (facebench serve) and scored only from uploaded predictions;
+    # who may see the ground truth never changes a score, so not hashed (an operator marks a copy of a built-in
+    # protocol held-out in their protocols folder and its runs stay comparable)
+    "held_out": bool,
+    # which `facebench score` reader scores an upload: wider | fddb | landmarks; it must agree with the metric
+    # (wider_ap, roc, nme), which alone decides the numbers, so it is not hashed either
+    "submission": str,
 }
 SUITES = ("default", "rendered")
 DEFAULT_CHUNK_ITEMS = 512
-NOT_HASHED = ("chunk_items", "suite")
+NOT_HASHED = ("chunk_items", "suite", "held_out", "submission")
+# submission reader -> the metric whose numbers it reproduces (facebench.offline.score_files)
+SUBMISSION_METRICS = {"wider": "wider_ap", "fddb": "roc", "landmarks": "nme"}
 FACE_BOX_FIELDS: dict[str, type | tuple[type, ...]] = {
     "source": str,  # ground-truth | detector
     "rule": str,  # how the ground-truth box is drawn, in words
@@ -147,6 +156,8 @@ class Protocol:
     faces: int | None = None
     chunk_items: int = DEFAULT_CHUNK_ITEMS  # items per chunk when a cell is split (shards, workers)
     suite: str = "default"  # the matrix that runs it when no protocol is named (SUITES)
+    held_out: bool = False  # ground truth kept on the server: scored from uploads only (facebench serve)
+    submission: str | None = None  # the reader that scores uploads (SUBMISSION_METRICS)
 
 
 def _check_fields(data: dict, fields: dict, where: str, source: str) -> None:
@@ -154,7 +165,7 @@ def _check_fields(data: dict, fields: dict, where: str, source: str) -> None:
         if key not in fields:
             raise ProtocolError(f"{source}: unknown key {where}{key!r}; known: {', '.join(fields)}")
         expected = fields[key]
-        if isinstance(value, bool) or not isinstance(value, expected):
+        if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise ProtocolError(f"{source}: {where}{key} must be {names}, not {type(value).__name__} {value!r}")
 
@@ -205,6 +216,16 @@ def validate(data: dict, source: str) -> None:
         raise ProtocolError(f"{source}: transform must be shifted")
     if data.get("suite", "default") not in SUITES:
         raise ProtocolError(f"{source}: suite must be one of {', '.join(SUITES)}, not {data['suite']!r}")
+    submission = data.get("submission")
+    if submission is not None and submission not in SUBMISSION_METRICS:
+        raise ProtocolError(f"{source}: submission must be one of {', '.join(SUBMISSION_METRICS)}, "
+                            f"not {submission!r}")
+    if submission is not None and SUBMISSION_METRICS[submission] != metric:
+        raise ProtocolError(f"{source}: submission {submission!r} scores metric {SUBMISSION_METRICS[submission]!r}, "
+                            f"not this protocol's {metric!r}")
+    if data.get("held_out") and submission is None:
+        raise ProtocolError(f"{source}: a held_out protocol needs submission (wider, fddb or landmarks): "
+                            "its ground truth is scored only from uploaded predictions")
     if not _is_positive_int(data.get("chunk_items", 1)):
         raise ProtocolError(f"{source}: chunk_items must be a positive integer, not {data['chunk_items']!r}")
 
@@ -225,6 +246,7 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
         reference=data.get("reference", ""), transform=data.get("transform"),
         face_box=FaceBox(**data.get("face_box", {})), faces=data.get("faces"),
         chunk_items=data.get("chunk_items", DEFAULT_CHUNK_ITEMS), suite=data.get("suite", "default"),
+        held_out=data.get("held_out", False), submission=data.get("submission"),
     )
 
 

@@ -10,6 +10,7 @@ from facebench.cli import (  # noqa: F401 - registers commands
     score,
     serve,
     store,
+    submit,
 )
 from facebench.cli.main import main
 

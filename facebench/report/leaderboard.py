@@ -49,14 +49,16 @@ CURRENT, STALE, UNCHECKED = "current", "stale protocol", "protocol file not give
 REPORTED_BLOCK = "Reported (not measured here)"
 
 
-def row_key(run: Run) -> tuple[str, str, str, str]:
-    """What a leaderboard row stands for: model, protocol id, protocol hash, dataset fingerprint."""
-    return (run.model, run.protocol, run.protocol_hash, run.dataset_fingerprint)
+def row_key(run: Run) -> tuple[str, ...]:
+    """What a leaderboard row stands for: model, protocol id, protocol hash, dataset fingerprint; a submitted
+    run also by its team (two teams may name their models alike, and neither replaces a measured row)."""
+    base = (run.model, run.protocol, run.protocol_hash, run.dataset_fingerprint)
+    return (*base, "submitted", str(run.card.get("team", ""))) if run.kind == "submitted" else base
 
 
 def latest_runs(runs: Iterable[Run]) -> list[Run]:
     """The newest complete run of each :func:`row_key`."""
-    newest: dict[tuple[str, str, str, str], Run] = {}
+    newest: dict[tuple[str, ...], Run] = {}
     for r in runs:
         if r.status != "complete":
             continue
@@ -126,7 +128,7 @@ class Row(_Indexed):
 
     model: str
     protocol: str
-    kind: str  # measured | stale | reported
+    kind: str  # measured | stale | reported | submitted (scored from a team's uploaded predictions)
     status: str = ""  # measured rows: current | stale protocol | protocol file not given
     metrics: dict = field(default_factory=dict)
     macs: float | None = None
@@ -190,7 +192,8 @@ def measured_row(run: Run, forward_s: np.ndarray | None = None, status: str = CU
     runtime = env.get("runtime", {})
     metrics = run.metrics or {}
     return Row(
-        model=run.model, protocol=run.protocol, kind="stale" if status == STALE else "measured",
+        model=run.model, protocol=run.protocol,
+        kind="submitted" if run.kind == "submitted" else "stale" if status == STALE else "measured",
         status=status, metrics=metrics,
         macs=sum(run.card.get("macs", {}).values()) or None,
         macs_image=run.card.get("options", {}).get("macs_image"),
@@ -200,7 +203,8 @@ def measured_row(run: Run, forward_s: np.ndarray | None = None, status: str = CU
         date=time.strftime("%Y-%m-%d", time.gmtime(run.finished or run.started or 0)),
         versions={"facebench": env.get("facebench"),
                   "runtime": f"{runtime.get('runtime', run.runtime)} {runtime.get('version', '')}".strip()},
-        source="facebench", dataset=run.dataset_fingerprint, faces=metrics.get("faces", run.n_items),
+        source=f"submitted by {run.card.get('team')}" if run.kind == "submitted" else "facebench",
+        dataset=run.dataset_fingerprint, faces=metrics.get("faces", run.n_items),
         # the lead's run metrics: how the face was framed and how many points compared (shown, never computed here)
         framing=metrics.get("framing") or "", points=metrics.get("points"),
         protocol_hash=run.protocol_hash, run_key=run.key, key_parts=run.key_parts or {},
@@ -259,7 +263,7 @@ def leaderboard_rows(store: Store, protocol: str | None = None, include_reported
         if status == STALE and not include_stale:
             continue
         row = measured_row(r, store.forward_times(r.key), status)
-        if status != STALE:
+        if status != STALE and row.kind != "submitted":  # a team's model is not the one the farm timed
             row.latency.update(phones.get(row.model, {}))
         rows.append(row)
     return rows + (reported_rows(protocol) if include_reported else [])
@@ -432,7 +436,8 @@ def measured_table(pid: str, group: list[Row], protocols: dict[str, Protocol]) -
         versions = " ".join(f"{k} {v}" for k, v in r.versions.items() if v)
         failures = f"{r.failures}/{r.items}" if r.items is not None else ""
         kind = STALE if r.kind == "stale" else r.kind
-        source = "facebench" + (f" (protocol {r.protocol_hash}: {r.status})" if r.status != CURRENT else "")
+        status = f" (protocol {r.protocol_hash}: {r.status})" if r.status != CURRENT else ""
+        source = (r.source or "facebench") + status  # a submitted row: "submitted by TEAM"
         body.append([r.model, kind, *[_metric_text(c, r.metrics.get(c), protocol) for c in columns], r.framing or "",
                      *[_fmt(r.points) for _ in points], _dataset_text(r),
                      _macs_text(r), _fmt(r.parameters),
@@ -478,12 +483,18 @@ def _title(pid: str, protocols: dict[str, Protocol]) -> str:
 
 
 def blocks(pid: str, group: list[Row], protocols: dict[str, Protocol]) -> list[tuple[str, str, str, list, list]]:
-    """A protocol's tables: (block, title, caption, header, body) for measured, stale and each reported group."""
+    """A protocol's tables: (block, title, caption, header, body) for measured, submitted, stale and each reported
+    group."""
     measured = [r for r in group if r.kind == "measured"]
     stale = [r for r in group if r.kind == "stale"]
+    submitted = [r for r in group if r.kind == "submitted"]
     out = []
     if measured:
         out.append(("measured", "Measured here", "", *measured_table(pid, measured, protocols)))
+    if submitted:
+        caption = ("Scored here, by facebench score's code, from predictions a team uploaded (facebench submit): "
+                   "the ground truth is held out, but the model was not run here.")
+        out.append(("submitted", "Submitted", caption, *measured_table(pid, submitted, protocols)))
     if stale:
         caption = ("Stored runs of an earlier content of this protocol (their protocol hash is not the current "
                    "one): kept for reference, not comparable with the rows above.")
@@ -513,9 +524,9 @@ def blocks(pid: str, group: list[Row], protocols: dict[str, Protocol]) -> list[t
 def _grouped(rows: Iterable[Row]) -> dict[str, list[Row]]:
     """Rows by protocol; in each, measured rows first, then stale, then reported, by model. Runs of a protocol
     whose file was not given are grouped by content hash: two versions of a user's protocol never share a table."""
-    order = {"measured": 0, "stale": 1, "reported": 2}
+    order = {"measured": 0, "submitted": 1, "stale": 2, "reported": 3}
     out: dict[str, list[Row]] = {}
-    for r in sorted(rows, key=lambda r: (order.get(r.kind, 3), r.model, r.dataset or "")):
+    for r in sorted(rows, key=lambda r: (order.get(r.kind, 4), r.model, r.dataset or "")):
         section = f"{r.protocol} [protocol {r.protocol_hash}]" if r.status == UNCHECKED else r.protocol
         out.setdefault(section, []).append(r)
     return dict(sorted(out.items()))

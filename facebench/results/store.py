@@ -172,17 +172,20 @@ class Store:
         return [_run(r) for r in self.db.execute(query, (status,) if status else ())]
 
     def start_run(self, key: str, model: str, protocol: str, protocol_hash: str, fingerprint: str,
-                  runtime: str, card: dict, environment: dict, key_parts: dict | None = None) -> None:
+                  runtime: str, card: dict, environment: dict, key_parts: dict | None = None,
+                  kind: str | None = None) -> None:
+        """``kind``: None for a run facebench's harness measures; ``submitted`` for one scored from a team's
+        uploaded predictions (the submission service)."""
         now = time.time()
         with self.db.transaction():
             self.db.execute(
                 "INSERT INTO runs (key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status,"
-                " environment, started, key_parts, used) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)"
+                " environment, started, key_parts, used, kind) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET status = 'running', environment = excluded.environment,"
                 " key_parts = excluded.key_parts, used = excluded.used",
                 (key, model, protocol, protocol_hash, fingerprint, runtime, json.dumps(card),
                  json.dumps(environment), now, None if key_parts is None else json.dumps(key_parts, sort_keys=True),
-                 now))
+                 now, kind))
 
     def mark_used(self, key: str) -> None:
         """Note that a command reused this run now (see :meth:`runs_used_since`)."""

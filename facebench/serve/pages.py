@@ -167,7 +167,7 @@ def _facets(row: Row, runs: Mapping[str, Run], protocols: Mapping[str, Protocol]
             "runtime": {run.runtime} if run is not None and run.runtime else set(),
             "device": {_device_name(d) for d in row.latency},
             "framing": {row.framing} if row.framing else set(),
-            "rows": {"measured"} if row.kind != "reported" else {"reported"}}
+            "rows": {"measured" if row.kind == "stale" else row.kind}}
 
 
 def _filter(rows: list[Row], runs: Mapping[str, Run], protocols: Mapping[str, Protocol],
@@ -200,8 +200,9 @@ def _filter_form(action: str, present: dict[str, list[str]], active: dict[str, s
 # ---- leaderboard tables ----------------------------------------------------------------------------
 
 def _block_rows(group: list[Row]) -> list[list[Row]]:
-    """The rows behind each of :func:`blocks`'s tables, in its order (measured, stale, reported groups)."""
-    out = [rows for rows in ([r for r in group if r.kind == "measured"], [r for r in group if r.kind == "stale"])
+    """The rows behind each of :func:`blocks`'s tables, in its order (measured, submitted, stale, reported
+    groups)."""
+    out = [rows for rows in ([r for r in group if r.kind == kind] for kind in ("measured", "submitted", "stale"))
            if rows]
     reported: dict[str, list[Row]] = {}
     for r in group:

@@ -1,0 +1,119 @@
+"""``facebench submit``: send predictions for a held-out protocol to a ``facebench serve`` server; and
+``facebench serve-token add``: the server operator's way to give a team its token."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import click
+
+from facebench.cli.main import STORE, main
+from facebench.errors import UsageError
+from facebench.paths import dumps_json
+
+
+def zip_folder(folder: Path) -> bytes:
+    """A prediction folder (WIDER's ``<event>/<image>.txt``, a folder of .pts) as a zip, paths relative to it;
+    links are not followed (the server refuses them anyway)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def _http():
+    try:
+        import httpx
+    except ImportError:
+        raise UsageError("facebench submit needs httpx: pip install 'facebench[serve]'") from None
+    return httpx
+
+
+@main.command("submit")
+@click.option("--server", required=True, help="The facebench serve server, e.g. https://bench.example.org")
+@click.option("--token", envvar="FACEBENCH_TOKEN", required=True,
+              help="The team's token (default: $FACEBENCH_TOKEN; prefer the variable: a command line is visible "
+                   "to other users of the machine).")
+@click.option("--protocol", required=True, help="A held-out protocol id the server scores.")
+@click.option("--name", required=True, help="The model's name on the leaderboard.")
+@click.option("--macs", type=float, default=None, help="Multiply-accumulates per image.")
+@click.option("--params", type=float, default=None, help="Parameter count.")
+@click.option("--description", default=None)
+@click.option("--link", default=None, help="http(s) link to the model or paper.")
+@click.option("--wait", is_flag=True, help="Poll until scored or failed; print the metrics or the error.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds per HTTP request.")
+@click.argument("predictions", type=click.Path(exists=True, path_type=Path))
+def submit(server, token, protocol, name, macs, params, description, link, wait, timeout, predictions):
+    """Submit PREDICTIONS (a file, or a folder sent as a zip) to be scored against held-out ground truth."""
+    httpx = _http()
+    card = {k: v for k, v in {"name": name, "macs": macs, "params": params, "description": description,
+                              "link": link}.items() if v is not None}
+    if predictions.is_dir():
+        body, filename = zip_folder(predictions), predictions.name + ".zip"
+    else:
+        body, filename = predictions.read_bytes(), predictions.name
+    base = server.rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        response = httpx.post(f"{base}/api/submissions", headers=headers, timeout=timeout,
+                              data={"protocol": protocol, "card": json.dumps(card)},
+                              files={"file": (filename, body, "application/octet-stream")})
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {base}: {exc}") from None
+    answer = _answer(response)
+    if response.status_code != 202:
+        raise click.ClickException(f"{response.status_code}: {answer.get('error', response.text[:200])}")
+    click.echo(answer["url"])
+    if not wait:
+        return
+    status_url = f"{base}/api/submissions/{answer['id']}"
+    delay = 0.5
+    while True:
+        try:
+            view = _answer(httpx.get(status_url, timeout=timeout))
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach {base}: {exc}") from None
+        if view.get("status") in ("scored", "failed"):
+            break
+        time.sleep(delay)
+        delay = min(delay * 1.5, 10.0)
+    if view["status"] == "failed":
+        raise click.ClickException(f"submission failed: {view.get('error')}")
+    click.echo(dumps_json(view.get("metrics") or {}, indent=2))
+
+
+def _answer(response) -> dict:
+    try:
+        value = response.json()
+    except ValueError:
+        return {"error": response.text[:200]}
+    return value if isinstance(value, dict) else {"error": str(value)[:200]}
+
+
+@main.group("serve-token")
+def serve_token():
+    """Team accounts of a facebench serve server (tokens for facebench submit)."""
+
+
+@serve_token.command("add")
+@click.argument("team")
+@click.option("--per-day", type=click.IntRange(min=1), default=None,
+              help="Submissions this team may make in 24 hours (default: the server's).")
+@click.option("--store", type=STORE, required=True, envvar="FACEBENCH_STORE",
+              help="The server's results store (a file or a postgresql:// URL).")
+def serve_token_add(team, per_day, store):
+    """Create TEAM's account and print its token, once: only its hash is kept."""
+    from facebench.results.store import Store
+    from facebench.results.submissions import add_account
+
+    with Store(store) as opened:
+        token = add_account(opened, team, per_day)
+    click.echo(token)
+    click.echo(f"the token of team {team}, shown once: give it to the team (facebench submit reads "
+               "$FACEBENCH_TOKEN)", err=True)
