@@ -348,3 +348,17 @@ def test_the_server_going_away_mid_run_fails_clearly_and_the_rerun_resumes(tmp_p
                                timeout=300)
         assert rerun.returncode == 0, rerun.stderr
         assert len(calls.read_text().split()) == 4 - kept
+
+
+def test_copying_a_success_over_the_same_items_failure_is_not_unchanged(tmp_path, postgres_url):
+    """A run still running in both stores, an item failed in the target and succeeded in the source: the copy
+    takes the success (a copy is `unchanged` only when it would add nothing)."""
+    source, target = str(tmp_path / "s.sqlite"), postgres_url
+    for location, outcome in ((source, None), (target, "OSError: flaky")):
+        with Store(location) as db:
+            db.start_run("k", "m", "p", "h", "f", "tflite", CARD, {}, PARTS)
+            db.add_items("k", [ItemResult("a", None if outcome else _prediction(1), outcome, 0.0, 0.1, 0.0)])
+    with Store(source, read_only=True) as src, Store(target) as dst:
+        assert dst.import_run(src, "k") == "merged"
+        assert dst.failures("k") == []
+        assert dst.import_run(src, "k") == "unchanged"

@@ -294,9 +294,12 @@ class Store:
         better_here = mine is not None and bool({r[1] for r in items if r[2] is not None}
                                                 & (self.item_keys(key) - {i for i, _ in self.failures(key)}))
         theirs_chunks = source.chunks(key)
-        if (mine is not None and outcome == "merged" and not (mine.status != "complete" and row[7] == "complete")
-                and {r[1] for r in items} <= self.item_keys(key) and set(theirs_chunks) <= set(self.chunks(key))):
-            return "unchanged"
+        if mine is not None and outcome == "merged" and not (mine.status != "complete" and row[7] == "complete"):
+            failed_here = {item for item, _ in self.failures(key)}
+            succeeded_there = {r[1] for r in items if r[2] is None}
+            if ({r[1] for r in items} <= self.item_keys(key) and not succeeded_there & failed_here
+                    and set(theirs_chunks) <= set(self.chunks(key))):
+                return "unchanged"
         with self.db.transaction():
             if mine is None:
                 self.db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})", row)
