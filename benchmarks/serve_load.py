@@ -2,9 +2,11 @@
 page over HTTP, against the same pages rendered in-process (a function call, no HTTP) as the reference.
 
     python benchmarks/serve_load.py [--models 40] [--requests 2000] [--concurrency 8] [--cap-s 120]
+                                    [--engine sqlite|postgresql]
 
-A synthetic store (``--models`` models x 8 protocols, 20 items per run, phone timings for a quarter of the
-models) is written with the Store API; ``facebench serve`` runs on 127.0.0.1 in a child process (so the
+A synthetic store (an SQLite file, or with ``--engine postgresql`` a database of a throwaway PostgreSQL
+cluster, facebench.testing.postgres; ``--models`` models x 8 protocols, 20 items per run, phone timings for a
+quarter of the models) is written with the Store API; ``facebench serve`` runs on 127.0.0.1 in a child process (so the
 client threads do not share its GIL), with its page cache (a page is rendered once per store state). After
 a warm-up (which also draws the protocol page's figures into the cache), a bounded number of requests go
 out from ``--concurrency`` threads, each with its own httpx client, alternating the two pages, until done
@@ -16,6 +18,7 @@ beyond producing the page. The rate of rendering every time (no page cache) is p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import socket
@@ -37,7 +40,7 @@ PAGES = ("/", "/protocol/300w-ip")
 ITEMS = 20
 
 
-def build_store(path: Path, n_models: int, seed: int = 0) -> None:
+def build_store(path: Path | str, n_models: int, seed: int = 0) -> None:
     """``n_models`` models on every protocol of :data:`PROTOCOLS`, complete runs with per-item numbers."""
     rng = random.Random(seed)
     prediction = Prediction(landmarks=Landmarks(np.zeros((68, 2)), "ibug68"))
@@ -79,7 +82,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_process_rate(path: Path, seconds: float = 10.0, page_cache: bool = True) -> tuple[float, dict[str, float]]:
+def in_process_rate(path: Path | str, seconds: float = 10.0, page_cache: bool = True) -> tuple[float, dict[str, float]]:
     """Pages per second of the same alternating mix by function call (one thread), and per page; with the
     server's page cache (what a request does), or rendering every time."""
     from facebench.serve.app import load_protocols, open_store
@@ -113,12 +116,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--cap-s", type=float, default=120.0)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "results.sqlite"
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        path: Path | str = Path(tmp) / "results.sqlite"
+        if args.engine == "postgresql":
+            from facebench.testing.postgres import TemporaryCluster
+
+            path = stack.enter_context(TemporaryCluster()).new_database()
         start = time.perf_counter()
         build_store(path, args.models)
-        print(f"store: {args.models} models x {len(PROTOCOLS)} protocols, {ITEMS} items per run "
+        print(f"{args.engine} store: {args.models} models x {len(PROTOCOLS)} protocols, {ITEMS} items per run "
               f"({time.perf_counter() - start:.1f} s to write)")
         port = _free_port()
         server = subprocess.Popen([sys.executable, "-m", "facebench", "serve", "--store", str(path), "--port",

@@ -7,6 +7,7 @@ with ``Error: <message>`` and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -18,6 +19,10 @@ class FacebenchGroup(click.Group):
     """A click group that turns facebench's own errors into click's clean error line."""
 
     def invoke(self, ctx: click.Context):
+        # the command line is shown (a report's commands section, `run`'s outputs): never a store URL's password
+        from facebench.results.database import redact
+
+        sys.argv[1:] = [redact(arg) if "://" in arg else arg for arg in sys.argv[1:]]
         try:
             return super().invoke(ctx)
         except FacebenchError as exc:

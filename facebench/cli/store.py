@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from facebench.cli.main import STORE, main
-from facebench.results.database import redact
+from facebench.results.database import redact, same_database
 
 
 @main.group("store")
@@ -25,8 +25,8 @@ def copy_cmd(source, target):
     Server-side submissions and accounts stay where they are."""
     from facebench.results.store import Store, copy_store
 
-    if redact(source) == redact(target):
-        raise click.UsageError("SOURCE and TARGET are the same store")
+    if redact(source) == redact(target) or same_database(source, target):
+        raise click.UsageError(f"SOURCE and TARGET are the same store ({redact(source)} and {redact(target)})")
     with Store(source, read_only=True) as src, Store(target) as dst:
         counts = copy_store(src, dst)
     parts = ", ".join(f"{n} {what}" for what, n in counts.items() if n and what != "device results")

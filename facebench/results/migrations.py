@@ -16,6 +16,7 @@ the columns that are missing, so such a store upgrades in place.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,6 +134,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ), added_columns=(("runs", "kind", "TEXT"),)),
 )
 LATEST = MIGRATIONS[-1].version
+# every table a store has (a database holding only these names is a store, perhaps being made right now)
+STORE_TABLES = frozenset({"schema_version", *(re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", s).group(1)  # type: ignore
+                                              for m in MIGRATIONS for s in m.statements
+                                              if s.startswith("CREATE TABLE"))})
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -165,7 +170,8 @@ def migrate(db: Database) -> list[int]:
     if check_version(db) == LATEST:
         return []
     with db.transaction(exclusive=True):
-        db.execute(_typed(db, VERSION_TABLE))
+        if "schema_version" not in db.tables():  # (IF NOT EXISTS would make a second one in another schema)
+            db.execute(_typed(db, VERSION_TABLE))
         done = applied_version(db)  # again, under the lock: another process may have migrated meanwhile
         applied = []
         for migration in MIGRATIONS:

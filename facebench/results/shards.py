@@ -26,7 +26,7 @@ from pathlib import Path
 
 from facebench.errors import FacebenchError, UsageError
 from facebench.protocol import Protocol
-from facebench.results.database import POSTGRESQL, StoreLocation, parse_location
+from facebench.results.database import POSTGRESQL, StoreLocation, open_database, parse_location
 
 
 class MergeError(FacebenchError, ValueError):
@@ -116,8 +116,16 @@ def check_mergeable(sources: Sequence[Path], into: StoreLocation | None = None) 
 
 
 def _exists(location: StoreLocation) -> bool:
+    """A store is there to check: a file, or a server's database holding facebench's tables (an empty database
+    is a new store, made by the merge)."""
     dialect, target = parse_location(location)
-    return dialect == POSTGRESQL or Path(target).is_file()
+    if dialect != POSTGRESQL:
+        return Path(target).is_file()
+    db = open_database(location, read_only=True)
+    try:
+        return "runs" in db.tables()
+    finally:
+        db.close()
 
 
 def merge(sources: Sequence[Path], into: StoreLocation, roots: dict[str, Path] | None = None,

@@ -23,7 +23,8 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from facebench.results.database import (
     parse_location,
     redact,
 )
-from facebench.results.migrations import check_version, migrate
+from facebench.results.migrations import STORE_TABLES, check_version, migrate
 from facebench.types import Box, Detection, ItemResult, Landmarks, Prediction, StageOutput
 
 RUN_COLUMNS = ("key, model, protocol, protocol_hash, dataset_fingerprint, runtime, card, status, metrics, environment,"
@@ -107,6 +108,8 @@ class Store:
         self.location = redact(location)
         self.path: Path | None = Path(target) if dialect == SQLITE else None  # None for a server
         self._db: Database | None = None
+        if read_only and not existed:  # read-only never makes a file: a source or a store to read is missing
+            raise StoreError(f"no store at {self.location} (no such file): name an existing store")
         try:
             self._db = open_database(location, read_only)
             self.read_only = self._db.read_only
@@ -277,32 +280,37 @@ class Store:
         ``merged`` (items and chunks added; a stored success is never replaced by a failure) or ``unchanged``
         (everything it has is here already: nothing is written, so copying twice adds nothing)."""
         columns = RUN_COLUMNS + ", kind, curves"
-        row = source.db.execute(f"SELECT {source._run_columns}, {source._curves} FROM runs WHERE key = ?",
-                                (key,)).fetchone()
-        if row is None:
-            raise StoreError(f"{source.location}: no run {key}")
-        items = source.db.execute(
-            "SELECT run_key, item, error, prediction, item_metrics, preprocess_s, forward_s, postprocess_s FROM items"
-            " WHERE run_key = ?", (key,)).fetchall()
-        mine = self.get_run(key)
-        outcome = "new" if mine is None else "merged"
-        if mine is not None and mine.status == "complete":
-            failed_here = {item for item, _ in self.failures(key)}
-            if any(row[1] in failed_here and row[2] is None for row in items):  # its metrics counted them failed
-                outcome = "improved"
-        # items that succeeded here and failed there: the source's metrics counted them failed
-        better_here = mine is not None and bool({r[1] for r in items if r[2] is not None}
-                                                & (self.item_keys(key) - {i for i, _ in self.failures(key)}))
-        theirs_chunks = source.chunks(key)
-        if mine is not None and outcome == "merged" and not (mine.status != "complete" and row[7] == "complete"):
-            failed_here = {item for item, _ in self.failures(key)}
-            succeeded_there = {r[1] for r in items if r[2] is None}
-            if ({r[1] for r in items} <= self.item_keys(key) and not succeeded_there & failed_here
-                    and set(theirs_chunks) <= set(self.chunks(key))):
-                return "unchanged"
-        with self.db.transaction():
+        with _reading(source):
+            row = source.db.execute(f"SELECT {source._run_columns}, {source._curves} FROM runs WHERE key = ?",
+                                    (key,)).fetchone()
+            if row is None:
+                raise StoreError(f"{source.location}: no run {key}")
+            items = source.db.execute(
+                "SELECT run_key, item, error, prediction, item_metrics, preprocess_s, forward_s, postprocess_s"
+                " FROM items WHERE run_key = ?", (key,)).fetchall()
+            theirs_chunks = source.chunks(key)
+        self.db.check_write("INSERT")  # a read-only target: one clear error, before any lock
+        # decided and written under the run's lock: two copies or merges into one store at once never both
+        # insert the run (and a run started meanwhile by `facebench run` is merged into, ON CONFLICT)
+        with self.db.transaction(lock=f"run {key}"):
+            mine = self.get_run(key)
+            outcome = "new" if mine is None else "merged"
+            if mine is not None and mine.status == "complete":
+                failed_here = {item for item, _ in self.failures(key)}
+                if any(r[1] in failed_here and r[2] is None for r in items):  # its metrics counted them failed
+                    outcome = "improved"
+            # items that succeeded here and failed there: the source's metrics counted them failed
+            better_here = mine is not None and bool({r[1] for r in items if r[2] is not None}
+                                                    & (self.item_keys(key) - {i for i, _ in self.failures(key)}))
+            if mine is not None and outcome == "merged" and not (mine.status != "complete" and row[7] == "complete"):
+                failed_here = {item for item, _ in self.failures(key)}
+                succeeded_there = {r[1] for r in items if r[2] is None}
+                if ({r[1] for r in items} <= self.item_keys(key) and not succeeded_there & failed_here
+                        and set(theirs_chunks) <= set(self.chunks(key))):
+                    return "unchanged"
             if mine is None:
-                self.db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})", row)
+                self.db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})"
+                                " ON CONFLICT (key) DO NOTHING", row)
             elif mine.status != "complete" and row[7] == "complete" and not better_here:
                 self.db.execute("UPDATE runs SET status = 'complete', metrics = ?, n_items = ?, n_failures = ?,"
                                  " finished = ?, curves = ? WHERE key = ?", (row[8], row[10], row[11], row[13],
@@ -325,12 +333,17 @@ class Store:
         store's; returns how many measurements were copied."""
         mine = {r["key"]: r.get("finished") or 0 for r in self.device_results()}
         copied = 0
-        for record in source.device_results():
+        with _reading(source):
+            theirs = source.device_results()
+        for record in theirs:
             if record["key"] not in mine or (record.get("finished") or 0) > mine[record["key"]]:
-                self.put_device_result({**record, "op_profile": source.device_op_profile(record["key"])})
+                with _reading(source):
+                    ops = source.device_op_profile(record["key"])
+                self.put_device_result({**record, "op_profile": ops})
                 copied += 1
         probed = dict(self.db.execute("SELECT device, probed FROM device_probes").fetchall())
-        rows = source.db.execute("SELECT device, record, probed FROM device_probes").fetchall()
+        with _reading(source):
+            rows = source.db.execute("SELECT device, record, probed FROM device_probes").fetchall()
         with self.db.transaction():
             self.db.executemany(_PROBE_UPSERT,
                                 [r for r in rows if r[0] not in probed or (r[2] or 0) > (probed[r[0]] or 0)])
@@ -343,7 +356,7 @@ class Store:
         record = dict(record)
         ops = record.pop("op_profile", None) or []
         record["op_profile_rows"] = len(ops)
-        with self.db.transaction():
+        with self.db.transaction(lock=f"device result {record['key']}"):  # two writers never interleave its rows
             self.db.execute("DELETE FROM device_op_profiles WHERE key = ?", (record["key"],))
             self.db.execute(upsert("device_results", ("key", "model", "device", "status", "record", "finished"),
                                    ("key",)), (record["key"], record["model"], record["device"],
@@ -385,8 +398,9 @@ class Store:
 
         A claim is taken over when its heartbeat is older than ``stale_s`` seconds or
         ``is_dead(pid, host)`` says its owner is gone; the check and the write are one
-        exclusive transaction, so two runs never both win a cell."""
-        now = time.time()
+        exclusive transaction, so two runs never both win a cell. Times are the store's clock (a server's, not
+        each host's: a host whose clock is behind would look stale to the others)."""
+        now = self.db.now()
         with self.db.transaction(exclusive=True):
             row = self.db.execute("SELECT cell, pid, host, token, since, heartbeat FROM claims WHERE cell = ?",
                                    (cell,)).fetchone()
@@ -401,7 +415,7 @@ class Store:
     def heartbeat_claims(self, token: str) -> None:
         """The run ``token`` is alive: refresh its claims."""
         with self.db.transaction():
-            self.db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (time.time(), token))
+            self.db.execute("UPDATE claims SET heartbeat = ? WHERE token = ?", (self.db.now(), token))
 
     def release_claim(self, cell: str, token: str) -> None:
         with self.db.transaction():
@@ -415,9 +429,25 @@ def copy_store(source: Store, target: Store) -> dict[str, int]:
     """Every run of ``source`` into ``target`` (:meth:`Store.import_run`, by run key) and its device measurements;
     counts by outcome (new, completed, improved, merged, unchanged) and ``device results``."""
     counts = dict.fromkeys(("new", "completed", "improved", "merged", "unchanged"), 0)
-    for run in source.runs(status=None):
+    with _reading(source):
+        runs = source.runs(status=None)
+    for run in runs:
         counts[target.import_run(source, run.key)] += 1
     return {**counts, "device results": target.import_device_results(source)}
+
+
+@contextmanager
+def _reading(source: Store) -> Iterator[None]:
+    """Reading a source store (copy, merge): a damaged page of an SQLite file found only now (its first check
+    reads the runs table) is a StoreError naming the file; what was copied before it stays copied."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if source.db.dialect != SQLITE or "locked" in str(exc) or "busy" in str(exc):
+            raise
+        raise StoreError(f"{source.location}: corrupt, a part of it cannot be read ({str(exc)[:120]}); the runs copied "
+                         "before it are in the target: restore the file from a backup, or copy what is "
+                         "readable with sqlite3's .recover") from None
 
 
 def upsert(table: str, columns: tuple[str, ...], keys: tuple[str, ...], **also: str) -> str:
@@ -433,17 +463,23 @@ _PROBE_UPSERT = upsert("device_probes", ("device", "record", "probed"), ("device
 
 
 def _check_facebench_store(db: Database) -> None:
-    """Refuse another program's database (facebench must not add its tables to it) or a damaged one."""
+    """Refuse another program's database (facebench must not add its tables to it) or a damaged one. On a
+    server, other schemas of the search_path may hold other programs' tables (a ``runs`` too): a first schema
+    without tables is where a new store is made."""
     tables = db.tables()
-    if tables and "runs" not in tables:
-        raise StoreError(f"{db.location}: not a facebench store (a database with tables "
-                         f"{', '.join(sorted(tables)[:5])}): move it aside or name another with --store")
+    missing: set[str] = set()
     if "runs" in tables:
         missing = {"key", "model", "protocol", "protocol_hash", "dataset_fingerprint", "status"} - db.columns("runs")
-        if missing:  # a table of the same name, another program's
-            raise StoreError(f"{db.location}: not a facebench store (its runs table lacks "
-                             f"{', '.join(sorted(missing))}): move it aside or name another with --store")
-        db.execute("SELECT count(*) FROM runs").fetchone()  # a damaged file fails here, not mid-report
+        if not missing:
+            db.execute("SELECT count(*) FROM runs").fetchone()  # a damaged file fails here, not mid-report
+            return
+    here = db.tables_made_here()
+    if missing and here:  # a table of the same name, another program's
+        raise StoreError(f"{db.location}: not a facebench store (its runs table lacks "
+                         f"{', '.join(sorted(missing))}): move it aside or name another with --store")
+    if here and not here <= STORE_TABLES:  # only facebench's own names: a store another process is making
+        raise StoreError(f"{db.location}: not a facebench store (a database with tables "
+                         f"{', '.join(sorted(here)[:5])}): move it aside or name another with --store")
 
 
 def _run(row) -> Run:
