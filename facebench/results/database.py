@@ -234,11 +234,13 @@ class PostgresDatabase(Database):
             message = _first_line(exc).replace(url, self.location)
             raise StoreError(f"cannot connect to the store {self.location}: {message}") from None
         self._errors = psycopg.errors
-        self._db.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT_S * 1000)}")
-        if read_only is None:  # a user granted SELECT only reads the store (leaderboard, report), as a read-only file
-            row = self._db.execute("SELECT to_regclass('runs') IS NOT NULL AND NOT has_table_privilege("
-                                   "to_regclass('runs'), 'INSERT')").fetchone()
-            self.read_only = bool(row and row[0])
+        # one round trip: the lock timeout, and whether this user may write the store at all (a user granted
+        # SELECT only reads it, leaderboard and report, as a read-only file)
+        row = self._db.execute("SELECT set_config('lock_timeout', %s, false), to_regclass('runs') IS NOT NULL"
+                               " AND NOT has_table_privilege(to_regclass('runs'), 'INSERT')",
+                               (str(int(LOCK_TIMEOUT_S * 1000)),)).fetchone()
+        if read_only is None:
+            self.read_only = bool(row and row[1])
         if self.read_only:
             self._db.execute("SET default_transaction_read_only = on")
 

@@ -149,25 +149,27 @@ def _typed(db: Database, sql: str) -> str:
     return sql.replace("{real}", "DOUBLE PRECISION" if db.dialect == POSTGRESQL else "REAL")
 
 
-def applied_version(db: Database) -> int:
-    """The newest migration applied (0: an empty database, or a store from before versions were kept)."""
-    if "schema_version" not in db.tables():
+def applied_version(db: Database, tables: set[str] | None = None) -> int:
+    """The newest migration applied (0: an empty database, or a store from before versions were kept).
+    ``tables``: the catalogue, when the caller has just read it."""
+    if "schema_version" not in (db.tables() if tables is None else tables):
         return 0
     row = db.execute("SELECT max(version) FROM schema_version").fetchone()
     return int(row[0] or 0)
 
 
-def check_version(db: Database) -> int:
-    version = applied_version(db)
+def check_version(db: Database, tables: set[str] | None = None) -> int:
+    version = applied_version(db, tables)
     if version > LATEST:
         raise StoreError(f"{db.location}: written by a newer facebench (schema version {version}; this one knows up "
                          f"to {LATEST}): upgrade facebench to use it")
     return version
 
 
-def migrate(db: Database) -> list[int]:
-    """Apply the migrations the store lacks, in one exclusive transaction; returns the versions applied."""
-    if check_version(db) == LATEST:
+def migrate(db: Database, tables: set[str] | None = None) -> list[int]:
+    """Apply the migrations the store lacks, in one exclusive transaction; returns the versions applied.
+    ``tables``: the catalogue, when the caller has just read it (it is read again under the lock)."""
+    if check_version(db, tables) == LATEST:
         return []
     with db.transaction(exclusive=True):
         if "schema_version" not in db.tables():  # (IF NOT EXISTS would make a second one in another schema)

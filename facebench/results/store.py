@@ -113,17 +113,19 @@ class Store:
         try:
             self._db = open_database(location, read_only)
             self.read_only = self._db.read_only
-            _check_facebench_store(self._db)
+            # the catalogue is read once (a web server opens a store per request)
+            tables = self._db.tables()
+            have = self._db.columns("runs") if "runs" in tables else set()
+            _check_facebench_store(self._db, tables, have)
             if self.read_only:
-                check_version(self._db)
-                if "runs" not in self._db.tables():
+                check_version(self._db, tables)
+                if "runs" not in tables:
                     raise StoreError(f"{self.location}: no facebench results there yet (an empty database): "
                                      "`facebench run --store …` or `facebench store copy` fills it")
-            else:
-                migrate(self._db)
-            self._tables = self._db.tables()
+            elif migrate(self._db, tables):
+                tables, have = self._db.tables(), self._db.columns("runs")
+            self._tables = tables
             # a read-only store from before a column was added reads it as NULL (kind: all measured here)
-            have = self._db.columns("runs")
             self._run_columns = ", ".join(c if c in have or not have else "NULL"
                                           for c in (*RUN_COLUMNS.split(", "), "kind"))
             self._curves = "curves" if "curves" in have or not have else "NULL"
@@ -462,16 +464,16 @@ _CHUNK_UPSERT = upsert("chunks", ("run_key", "chunk", "n_chunks", "n_items", "fi
 _PROBE_UPSERT = upsert("device_probes", ("device", "record", "probed"), ("device",))
 
 
-def _check_facebench_store(db: Database) -> None:
+def _check_facebench_store(db: Database, tables: set[str], runs_columns: set[str]) -> None:
     """Refuse another program's database (facebench must not add its tables to it) or a damaged one. On a
     server, other schemas of the search_path may hold other programs' tables (a ``runs`` too): a first schema
-    without tables is where a new store is made."""
-    tables = db.tables()
+    without tables is where a new store is made. ``tables``, ``runs_columns``: the catalogue, just read."""
     missing: set[str] = set()
     if "runs" in tables:
-        missing = {"key", "model", "protocol", "protocol_hash", "dataset_fingerprint", "status"} - db.columns("runs")
+        missing = {"key", "model", "protocol", "protocol_hash", "dataset_fingerprint", "status"} - runs_columns
         if not missing:
-            db.execute("SELECT count(*) FROM runs").fetchone()  # a damaged file fails here, not mid-report
+            if db.dialect == SQLITE:  # a damaged file fails here, not mid-report (a server checks its own pages)
+                db.execute("SELECT count(*) FROM runs").fetchone()
             return
     here = db.tables_made_here()
     if missing and here:  # a table of the same name, another program's
