@@ -15,6 +15,9 @@ from facebench.cli.main import STORE, main
 from facebench.errors import UsageError
 from facebench.paths import dumps_json
 
+_FIRST_POLL_S = 0.5  # --wait's first pause between polls (then 1.5 times longer each, up to 10 s)
+_BAD_ANSWERS = 5  # answers in a row to --wait's polling that are not a submission's: the wait ends
+
 
 def zip_folder(folder: Path) -> bytes:
     """A prediction folder (WIDER's ``<event>/<image>.txt``, a folder of .pts) as a zip, paths relative to it;
@@ -64,23 +67,42 @@ def submit(server, token, protocol, name, macs, params, description, link, wait,
         response = httpx.post(f"{base}/api/submissions", headers=headers, timeout=timeout,
                               data={"protocol": protocol, "card": json.dumps(card)},
                               files={"file": (filename, body, "application/octet-stream")})
-    except httpx.HTTPError as exc:
+    except httpx.TimeoutException:
+        raise click.ClickException(f"no answer from {base} within {timeout:g} s (--timeout): the server may be "
+                                   "busy or down; the upload may or may not have been taken") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise click.ClickException(f"cannot reach {base}: {exc}") from None
     answer = _answer(response)
     if response.status_code != 202:
         raise click.ClickException(f"{response.status_code}: {answer.get('error', response.text[:200])}")
+    if not isinstance(answer.get("id"), str) or not answer.get("url"):
+        raise click.ClickException(f"{base} accepted the upload but did not answer as a facebench server does "
+                                   f"(no submission id): {response.text[:200]}")
     click.echo(answer["url"])
     if not wait:
         return
     status_url = f"{base}/api/submissions/{answer['id']}"
-    delay = 0.5
+    delay, bad = _FIRST_POLL_S, 0
     while True:
         try:
-            view = _answer(httpx.get(status_url, timeout=timeout))
+            status = httpx.get(status_url, timeout=timeout)
+        except httpx.TimeoutException:
+            raise click.ClickException(f"submission {answer['id']}: no answer from {base} within {timeout:g} s "
+                                       f"(--timeout); it may still be scored: see {answer['url']}") from None
         except httpx.HTTPError as exc:
             raise click.ClickException(f"cannot reach {base}: {exc}") from None
+        view = _answer(status)
         if view.get("status") in ("scored", "failed"):
             break
+        if status.status_code == 404:
+            raise click.ClickException(f"submission {answer['id']}: the server no longer knows it "
+                                       f"({view.get('error', '')})")
+        # an answer that is not a submission's (an error page, a proxy's HTML): a few in a row end the wait
+        bad = bad + 1 if status.status_code != 200 or "status" not in view else 0
+        if bad >= _BAD_ANSWERS:
+            raise click.ClickException(f"submission {answer['id']}: {status_url} answered {status.status_code} "
+                                       f"{_BAD_ANSWERS} times in a row: {view.get('error', '')}; it may still be "
+                                       f"scored: see {answer['url']}")
         time.sleep(delay)
         delay = min(delay * 1.5, 10.0)
     if view["status"] == "failed":
@@ -109,9 +131,18 @@ def serve_token():
               help="The server's results store (a file or a postgresql:// URL).")
 def serve_token_add(team, per_day, store):
     """Create TEAM's account and print its token, once: only its hash is kept."""
+    import unicodedata
+
     from facebench.results.store import Store
     from facebench.results.submissions import add_account
 
+    # the name is shown on the leaderboard beside every row the team submits
+    hidden = next((c for c in team if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c != "\u200d"), None)
+    if not team.strip() or team != team.strip() or len(team) > 100 or hidden is not None:
+        what = f"the control or formatting character U+{ord(hidden):04X}" if hidden is not None else \
+            "up to 100 characters, not blank, with no leading or trailing space"
+        raise click.BadParameter(f"{team!r}: a team name is {what}" if hidden is None else
+                                 f"{team!r}: a team name may not hold {what}", param_hint="TEAM")
     with Store(store) as opened:
         token = add_account(opened, team, per_day)
     click.echo(token)

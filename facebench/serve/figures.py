@@ -5,7 +5,8 @@ stored run of the protocol (key, status, finished time, metrics), the phones' me
 that show latency) and the drawing code. So a new or re-finished run changes the key and the next request
 redraws, while an unchanged store serves the PNG from disk without reading a single item. Drawing goes
 through one module-level lock: matplotlib's pyplot state is global and not thread-safe, and Starlette runs
-the sync endpoints on a thread pool.
+the sync endpoints on a thread pool. A figure draws at most ``MAX_FIGURE_ROWS`` rows (the best by the headline
+metric), and one that fails to draw is left out of its page (said on stderr), never a 500.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import shutil
+import sys
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 
 from facebench.paths import write_atomic
@@ -23,7 +27,7 @@ from facebench.protocol import Protocol
 from facebench.report import html as report_html
 from facebench.report import plots
 from facebench.report.html import figures_for
-from facebench.report.leaderboard import Row
+from facebench.report.leaderboard import Row, headline
 from facebench.results.store import Store
 from facebench.scoring import METRICS
 
@@ -33,6 +37,7 @@ KINDS = {"tradeoff": "Accuracy against cost (MACs, and latency per processor cla
          "pr": "Precision-recall",
          "sweep": "Accuracy along the controlled factor",
          "latency": "Latency per device"}
+MAX_FIGURE_ROWS = 40  # rows (curves, points, bars) one figure draws at most: the best by the headline metric
 _LOCK = threading.Lock()
 _COUNT_LOCK = threading.Lock()
 draws = 0  # figures drawn by this process (not served from the cache): the tests count them
@@ -63,11 +68,32 @@ def figure_key(store: Store, protocol: Protocol, kind: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-class FigureCache:
-    """PNGs under ``folder/<protocol>/<kind>-<key>.png`` (``.none``: nothing to draw for that key)."""
+def figure_rows(rows: list[Row], protocol: Protocol, most: int = MAX_FIGURE_ROWS) -> list[Row]:
+    """The rows a figure draws: papers' rows, and the ``most`` best of the others by the protocol's headline
+    metric (rows without it last), in their order. A protocol with thousands of runs must neither take minutes
+    to draw (holding the drawing lock, so every other figure waits) nor give a PNG of megabytes no one can read."""
+    ours = [r for r in rows if r.kind != "reported"]
+    if len(ours) <= most:
+        return rows
+    rule = headline(protocol)
 
-    def __init__(self, folder: str | Path):
+    def rank(row: Row) -> tuple[bool, float]:
+        value = row.metrics.get(rule[0]) if rule else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return True, 0.0
+        return False, float(value) if rule and rule[1] else -float(value)
+
+    kept = {id(r) for r in sorted(ours, key=rank)[:most]}
+    return [r for r in rows if r.kind == "reported" or id(r) in kept]
+
+
+class FigureCache:
+    """PNGs under ``folder/<protocol>/<kind>-<key>.png`` (``.none``: nothing to draw for that key). A figure
+    draws at most ``max_rows`` of the protocol's rows (:func:`figure_rows`)."""
+
+    def __init__(self, folder: str | Path, max_rows: int = MAX_FIGURE_ROWS):
         self.folder = Path(folder)
+        self.max_rows = max_rows
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def _paths(self, protocol: Protocol, kind: str, key: str) -> tuple[Path, Path]:
@@ -91,7 +117,13 @@ class FigureCache:
                 return key, png if png.exists() else None
             if rows is None:
                 rows = rows_for() if rows_for is not None else []
-            drawn = self._draw(store, protocol, kind, rows or [], png)
+            try:
+                drawn = self._draw(store, protocol, kind, figure_rows(rows or [], protocol, self.max_rows), png)
+            except Exception:  # noqa: BLE001 - a plot that cannot draw these runs: the page goes without it
+                print(f"facebench serve: the {kind} figure of {protocol.id} failed to draw; left out:",
+                      file=sys.stderr)
+                traceback.print_exc()
+                drawn = None  # remembered for this key (a new run or new drawing code tries again)
             if drawn is None:
                 write_atomic(none, "")
             for old in png.parent.glob(f"{kind}-*"):  # earlier keys of this figure: never served again
@@ -101,6 +133,7 @@ class FigureCache:
 
     def _draw(self, store: Store, protocol: Protocol, kind: str, rows: list[Row], png: Path) -> Path | None:
         global draws
+        self.folder.mkdir(parents=True, exist_ok=True)  # removed while the server runs (a /tmp cleaner): made again
         work = Path(tempfile.mkdtemp(prefix=".draw-", dir=self.folder))
         try:
             with plots.only_formats("png"):

@@ -325,13 +325,18 @@ def _protocol_page(store: Store, site: Site, pid: str, query: Mapping[str, str])
                                              f"No result yet: <code>facebench run -p {esc(pid)}</code>.") + "</p>"]
     if protocol is not None:
         figures = []
+        ours = sum(r.kind != "reported" for r in rows)
+        if ours > site.figures.max_rows:
+            figures.append(f'<p class="muted">The figures draw the best {site.figures.max_rows} of the {ours} '
+                           "rows by the headline metric (all of them are in the tables).</p>")
         for kind in kinds_for(protocol):
             key, png = site.figures.resolve(store, protocol, kind, rows)
             if png is not None:
                 src = f"/figure/{quote(pid, safe='')}/{kind}.png?v={key[:12]}"
                 figures.append(f'<figure><img src="{esc(src)}" alt="{esc(kind)} figure of {esc(pid)}">'
                                f"<figcaption>{esc(KINDS[kind])}</figcaption></figure>")
-        body.append("<h2>Figures</h2>" + ("".join(figures) or '<p class="none">Nothing to draw yet.</p>'))
+        drawn = any(f.startswith("<figure>") for f in figures)
+        body.append("<h2>Figures</h2>" + ("".join(figures) if drawn else '<p class="none">Nothing to draw yet.</p>'))
     return site.page(pid, "\n".join(body))
 
 
@@ -374,7 +379,7 @@ def _models_page(store: Store, site: Site) -> str:
     body_rows = []
     for name in sorted(set(by_model) | set(phones)):
         mine = sorted(by_model.get(name, []), key=lambda r: r.finished or 0)
-        card = mine[-1].card if mine else {}
+        card = _card_run(mine).card if mine else {}
         protocols = sorted({r.protocol for r in mine})
         body_rows.append([link(model_href(name), name), card.get("task", ""), card.get("scheme", ""),
                           " ".join(sorted({r.runtime for r in mine})), _macs_m(card),
@@ -410,6 +415,18 @@ def _metric_value(column: str, value, protocol: Protocol | None) -> str:
     return str(value)
 
 
+def is_submitted(run: Run) -> bool:
+    """A run scored from a team's uploaded predictions, not measured by facebench."""
+    return run.kind == "submitted"
+
+
+def _card_run(runs: list[Run]) -> Run:
+    """The run whose card a model's page shows: the newest measured one; a team's submission only when nothing
+    else has the name (a team that names its predictions after a measured model must not take over its card)."""
+    measured = [r for r in runs if not is_submitted(r)]
+    return (measured or runs)[-1]
+
+
 def model_page(store: Store, site: Site, name: str) -> str:
     """``/model/{name}``: the model card, its result on every protocol, its latency per device."""
     store = reads(store)
@@ -419,7 +436,8 @@ def model_page(store: Store, site: Site, name: str) -> str:
         raise NotFound(f"no model {name!r} in the store (no result, no phone measurement)")
     body = [f"<h1>{esc(name)}</h1>"]
     if runs:
-        card, parts = runs[-1].card, runs[-1].key_parts or {}
+        newest = _card_run(runs)
+        card, parts = newest.card, newest.key_parts or {}
         stages = "; ".join(f"{stage}: {macs / 1e6:.1f} M" for stage, macs in card.get("macs", {}).items())
         artifact_hashes = parts.get("artifacts", {})
         artifacts = [[fmt, name_, artifact_hashes.get(fmt, "")] for fmt, name_ in card.get("artifacts", {}).items()]
@@ -435,9 +453,13 @@ def model_page(store: Store, site: Site, name: str) -> str:
             fields.append(("extras", ", ".join(card["extras"])))
         if options:
             fields.append(("options", json.dumps(options, sort_keys=True, default=str)))
-        cards = {json.dumps(r.card, sort_keys=True) for r in runs}
+        cards = {json.dumps(r.card, sort_keys=True) for r in runs if is_submitted(r) == is_submitted(newest)}
         note = (f'<p class="muted">The card as of the newest run; {len(cards)} versions of it among the results.</p>'
                 if len(cards) > 1 else "")
+        teams = sorted({str(r.card.get("team", "")) for r in runs if is_submitted(r)})
+        if teams and not is_submitted(newest):
+            note += (f'<p class="muted">Also the name of predictions submitted by {esc(", ".join(teams))}: their '
+                     "rows are marked submitted below; the card above is facebench's own measurement's.</p>")
         body += ["<h2>Model card</h2>", definition_list(fields), note, "<h3>Artifacts</h3>",
                  table_html(["format", "artifact", "hash (SHA-256)"], artifacts, sortable=False, css_class="plain")]
         phones = device_latency(store.device_results(model=name, status="ok")).get(name, {})
@@ -454,11 +476,13 @@ def model_page(store: Store, site: Site, name: str) -> str:
                                if not k.startswith("_") and not isinstance(v, (dict, list, str))
                                and (rule is None or k != rule[0]))
             host = "; ".join(f"{d}: {t.median_ms:.2f} ms" for d, t in row.latency.items() if d.startswith("host"))
+            if is_submitted(run):
+                status = f"submitted by {run.card.get('team', 'a team')}"
             result_rows.append([link(protocol_href(run.protocol), run.protocol), status, head, others,
                                 row.framing, f"{(row.dataset or '')[:12]} ({row.faces} faces)",
                                 f"{row.failures}/{row.items}" if row.items is not None else "", host, row.date,
                                 link(run_href(run.key), run.key[:10])])
-            classes.append("stale" if status == STALE else "measured")
+            classes.append("stale" if status == STALE else "submitted" if is_submitted(run) else "measured")
         body += ["<h2>Results</h2>",
                  table_html(["protocol", "status", "headline", "other metrics", "framing", "dataset (faces)",
                              "failures", "host latency", "date", "run"], result_rows, row_classes=classes)]

@@ -25,10 +25,12 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 import traceback
+import unicodedata
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
@@ -57,6 +59,8 @@ DAY_S = 86400.0
 _FIELD_BYTES = 64 * 1024  # the protocol and card parts
 _BODY_SLACK = 256 * 1024  # multipart framing and the text parts, over the upload's own limit
 _CARD_KEYS = {"name": 100, "description": 2000, "link": 500}  # text fields and their length caps
+MAX_ERROR_CHARS = 2000  # a failed submission's error message, as stored and shown
+_MAX_COUNT = 1e18  # macs, params: far past any model, and well inside a float
 _PLAIN_NAMES = {"wider": "predictions.txt", "fddb": "predictions.txt", "landmarks": "predictions.csv"}
 
 
@@ -90,6 +94,20 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return table_html(header, [[Html(c) for c in row] for row in rows], css_class="submissions")
 
 
+def _refused_page(refused: _Refused) -> HTMLResponse:
+    return HTMLResponse(_page("Submissions unavailable", f"<p>{html.escape(refused.message)}</p>"), refused.status,
+                        refused.headers)
+
+
+def _discard(upload: Path | None) -> None:
+    """Remove a refused upload's file, if it was made (its folder may be gone, or not a folder, by now)."""
+    if upload is not None:
+        try:
+            upload.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else ""
 
@@ -98,10 +116,19 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
     return Response(dumps_json(value), status_code=status, headers=headers, media_type="application/json")
 
 
+def _invisible(c: str) -> bool:
+    """A character that is not shown as itself: C0/C1 controls, line and paragraph separators, and the format
+    characters (Unicode category Cf: bidirectional overrides and isolates, zero-width marks) but the zero-width
+    joiner emoji sequences need."""
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp") or (unicodedata.category(c) == "Cf" and c != "\u200d")
+
+
 def check_card(text: str) -> dict:
     """The model card a team sends, checked: name (required), macs, params, description, link (http or https)."""
     try:
         card = json.loads(text)
+    except RecursionError:  # "[[[[..." nested past the parser's depth: refused, not a server error
+        raise _Refused(400, "card: nested too deeply (a flat JSON object is expected)") from None
     except ValueError as exc:
         raise _Refused(400, f"card: not JSON ({exc})") from None
     if not isinstance(card, dict):
@@ -118,8 +145,10 @@ def check_card(text: str) -> dict:
             raise _Refused(400, f"card: {key} must be a non-empty string")
         if len(value) > cap:
             raise _Refused(400, f"card: {key} is {len(value)} characters, over {cap}")
-        if key != "description" and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise _Refused(400, f"card: control characters in {key}")
+        allowed = "\n\r\t" if key == "description" else ""
+        bad = next((c for c in value if c not in allowed and _invisible(c)), None)
+        if bad is not None:  # a control or bidirectional-override character would spoof the leaderboard's rows
+            raise _Refused(400, f"card: {key} holds the control or formatting character U+{ord(bad):04X}")
         out[key] = value.strip()
     if "name" not in out:
         raise _Refused(400, "card: name is required (the model's name on the leaderboard)")
@@ -131,8 +160,9 @@ def check_card(text: str) -> dict:
         value = card.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise _Refused(400, f"card: {key} must be a non-negative number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value > _MAX_COUNT \
+                or not math.isfinite(value):  # checked against the cap first: a 400-digit int overflows a float
+            raise _Refused(400, f"card: {key} must be a non-negative number up to {_MAX_COUNT:g}")
         out[key] = value
     return out
 
@@ -174,9 +204,11 @@ class SubmissionService:
         self.held_out = {pid: p for pid, p in self.protocols.items() if p.held_out}
         self.ground_truth = {pid: Path(ground_truth[pid]) for pid in self.held_out if pid in ground_truth}
         for pid, protocol in self.held_out.items():
-            if pid not in self.ground_truth or not self.ground_truth[pid].exists():
-                raise UsageError(f"held-out protocol {pid}: no ground truth given (or {ground_truth.get(pid)} is "
-                                 "missing): the server scores submissions against it")
+            if pid not in self.ground_truth:
+                raise UsageError(f"held-out protocol {pid}: no ground truth given (--ground-truth {pid}=PATH): the "
+                                 "server scores submissions against it")
+            if not self.ground_truth[pid].exists():
+                raise UsageError(f"held-out protocol {pid}: its ground truth {self.ground_truth[pid]} does not exist")
             overlap = protocol.options.get("iou_threshold", protocol.options.get("overlap", 0.5))
             if overlap != 0.5:  # facebench score's readers match at IoU 0.5, as the official tools do
                 raise UsageError(f"held-out protocol {pid}: submissions are scored at IoU 0.5 "
@@ -250,6 +282,7 @@ class SubmissionService:
                 db.fail(store, job.id, f"this server no longer scores protocol {job.protocol}")
             return
         assert protocol.submission is not None  # validated with held_out
+        (self.upload_dir / "work").mkdir(parents=True, exist_ok=True)  # removed while the server runs: made again
         workdir = Path(tempfile.mkdtemp(prefix=f"{job.id}-", dir=self.upload_dir / "work"))
         try:
             options = {"norm": _option(protocol, "norm"), "threshold": _option(protocol, "threshold"),
@@ -266,7 +299,7 @@ class SubmissionService:
             if outcome.get("abandoned") and self._stop.is_set():
                 db.release(store, job.id)
             elif "error" in outcome:
-                db.fail(store, job.id, outcome["error"])
+                db.fail(store, job.id, shorten(outcome["error"]))
             else:
                 self._record(store, job, protocol, outcome)
 
@@ -297,7 +330,14 @@ class SubmissionService:
         ]
 
     def _open(self) -> Store:
-        return Store(self.store)
+        """The store, for a request; one that cannot be opened (removed, replaced, its server down) is a 503
+        answer, as on the leaderboard's pages, never a 500."""
+        try:
+            return Store(self.store)
+        except (FacebenchError, OSError) as exc:
+            print(f"facebench serve: the results store cannot be opened: {exc}", file=sys.stderr)
+            raise _Refused(503, "the server's results store cannot be opened now: try again later",
+                           {"Retry-After": "60"}) from exc
 
     async def create(self, request: Request) -> Response:
         upload: Path | None = None
@@ -310,6 +350,9 @@ class SubmissionService:
             upload = self.upload_dir / f"upload-{uuid.uuid4().hex}.bin"
             fields, name, sha, size = await self._receive(request, upload)
             pid = fields.get("protocol", "")
+            if "protocol" not in fields:
+                raise _Refused(400, "no protocol field: send the held-out protocol's id as the multipart field "
+                                    "'protocol'")
             if pid not in self.protocols:
                 raise _Refused(404, f"unknown protocol {pid!r}")
             if pid not in self.held_out:
@@ -318,19 +361,17 @@ class SubmissionService:
             card = check_card(fields.get("card", ""))
             if name is None:
                 raise _Refused(400, "no file part: send the predictions as the multipart field 'file'")
-            try:
-                if sniff(upload) == "empty":
+            try:  # in a thread: a gzip header's name field can be megabytes, read byte by byte
+                if await run_in_threadpool(sniff, upload) == "empty":
                     raise _Refused(400, "the upload is empty")
             except UploadError as exc:
                 raise _Refused(400, str(exc)) from None
             sid = await run_in_threadpool(self._queue, team, limit, pid, card, name, sha, size, upload)
         except _Refused as refused:
-            if upload is not None:
-                upload.unlink(missing_ok=True)
+            _discard(upload)
             return _json({"error": refused.message}, refused.status, refused.headers)
         except BaseException:
-            if upload is not None:
-                upload.unlink(missing_ok=True)
+            _discard(upload)
             raise
         self._wake.set()
         return _json({"id": sid, "status": db.QUEUED, "url": str(request.url_for("submission_page", sid=sid))}, 202)
@@ -371,13 +412,20 @@ class SubmissionService:
         """Stream the multipart body: the text fields, and the one file part into ``target`` while hashing and
         counting; refused (413) as soon as the body passes the limit."""
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
-        if content_type != b"multipart/form-data" or b"boundary" not in params:
+        if content_type != b"multipart/form-data" or not params.get(b"boundary"):
             raise _Refused(400, "send multipart/form-data with the fields protocol, card and file")
+        if len(params[b"boundary"]) > 70:  # RFC 2046's limit (python-multipart raises past 256)
+            raise _Refused(400, "a malformed multipart body (its boundary is over 70 characters)")
         fields: dict[str, str] = {}
         state: dict[str, Any] = {"headers": [], "name": None, "field": None, "data": bytearray()}
         digest = hashlib.sha256()
         counts = {"file": 0}
-        out = open(target, "xb")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # the folder removed while the server runs: made again
+            out = open(target, "xb")
+        except OSError as exc:
+            raise _Refused(503, f"the server cannot store uploads now ({exc.strerror or type(exc).__name__}): "
+                                "try again later", {"Retry-After": "60"}) from None
 
         def header_field(data: bytes, start: int, end: int) -> None:
             state["headers"].append([data[start:end], b""])
@@ -393,7 +441,9 @@ class SubmissionService:
             if field == "file":
                 if state["name"] is not None:
                     raise _Refused(400, "more than one file part")
-                state["name"] = options.get(b"filename", b"upload").decode("utf-8", "replace")[:255]
+                sent = options.get(b"filename", b"upload").decode("utf-8", "replace")[:255]
+                # shown on the submission's page: no control or bidirectional-override character survives
+                state["name"] = "".join("\ufffd" if _invisible(c) else c for c in sent) or "upload"
                 state["field"] = "file"
             elif field in ("protocol", "card"):
                 if field in fields:
@@ -433,10 +483,15 @@ class SubmissionService:
                     raise _Refused(413, f"the upload is over {self.limits.max_upload_bytes} bytes")
                 parser.write(chunk)
             parser.finalize()
+            if parser.state != MultipartState.END:  # the body stopped mid-part: a truncated upload is not scored
+                raise _Refused(400, "the multipart body ended before its closing boundary (a truncated upload?)")
         except ClientDisconnect:
             raise _Refused(400, "the client went away before the upload ended") from None
         except _Refused:
             raise
+        except OSError as exc:  # writing the upload (a full disk): the server's trouble, not a malformed body
+            raise _Refused(503, f"the server cannot store uploads now ({exc.strerror or type(exc).__name__}): "
+                                "try again later", {"Retry-After": "60"}) from None
         except Exception as exc:  # noqa: BLE001 - python-multipart's parse errors (their classes vary by version)
             raise _Refused(400, f"a malformed multipart body ({exc})") from None
         finally:
@@ -456,14 +511,20 @@ class SubmissionService:
                 "created": sub.created, "started": sub.started, "finished": sub.finished}
 
     async def api_get(self, request: Request) -> Response:
-        view = await run_in_threadpool(self._view, request.path_params["sid"])
+        try:
+            view = await run_in_threadpool(self._view, request.path_params["sid"])
+        except _Refused as refused:
+            return _json({"error": refused.message}, refused.status, refused.headers)
         if view is None:
             return _json({"error": "no such submission"}, 404)
         view["url"] = str(request.url_for("submission_page", sid=view["id"]))
         return _json(view)
 
     async def page(self, request: Request) -> Response:
-        view = await run_in_threadpool(self._view, request.path_params["sid"])
+        try:
+            view = await run_in_threadpool(self._view, request.path_params["sid"])
+        except _Refused as refused:
+            return _refused_page(refused)
         if view is None:
             return HTMLResponse(_page("No such submission", "<p>No submission has this id.</p>"), 404)
         e = html.escape
@@ -490,7 +551,10 @@ class SubmissionService:
             return db.list_for(store, status=db.SCORED)
 
     async def list_page(self, request: Request) -> Response:
-        subs = await run_in_threadpool(self._scored)
+        try:
+            subs = await run_in_threadpool(self._scored)
+        except _Refused as refused:
+            return _refused_page(refused)
         e = html.escape
         rows = [[e(s.team), e(s.protocol), f"<a href=\"{e(str(request.url_for('submission_page', sid=s.id)))}\">"
                  f"{e(str(s.card.get('name', '')))}</a>", e(s.status), e(_when(s.created))] for s in subs]
@@ -579,15 +643,26 @@ def _scorer_main(conn: Connection, memory_limit_bytes: int | None) -> None:
         conn.send(score_upload(job))
 
 
+def shorten(message: str, most: int = MAX_ERROR_CHARS) -> str:
+    """An error message cut to ``most`` characters: a reader quotes the offending line, which in an upload can be
+    megabytes long (stored, sent over the pipe, shown on every view of the submission)."""
+    if len(message) <= most:
+        return message
+    return f"{message[:most]}… ({len(message)} characters in all)"
+
+
 def score_upload(job: _Job) -> dict:
     """Unpack and score one upload (in the scorer process): ``{"metrics", "n_items", "n_missing"}``, or
     ``{"error"}`` with the reader's file-and-line message, paths shown relative to the upload."""
     workdir = Path(job.workdir)
 
     def public(message: str) -> str:  # no server paths: the upload's own, relative; the ground truth's, named
-        return (message.replace(f"{workdir}{os.sep}", "").replace(str(workdir), ".")
-                .replace(job.ground_truth, "<ground truth>"))
+        return shorten(message.replace(f"{workdir}{os.sep}", "").replace(str(workdir), ".")
+                       .replace(job.upload_path, "<upload>").replace(job.ground_truth, "<ground truth>"))
 
+    if not Path(job.upload_path).is_file():  # removed from the upload folder while the job waited
+        return {"error": "the uploaded file is no longer on the server (removed from its upload folder): "
+                         "submit it again"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # negative box sizes: scored as given, as facebench score does
@@ -643,5 +718,11 @@ def _score(job: _Job, predictions: Path) -> dict:
                                  job.options["threshold"])
         metrics = {k: result[k] for k in ("nme", "fr", "auc", "faces", "nme_faces")}
         n_items = result["faces"]
+    if n_items and len(result["missing"]) >= n_items:  # names that match nothing: not a score of 0 (or NaN)
+        unknown = result["unknown"]
+        example = f", such as {str(unknown[0])[:100]!r}" if unknown else ""
+        raise UploadError(f"no prediction is for an item of the ground truth: all {n_items} are missing, and "
+                          f"{len(unknown)} predictions name items it does not have{example}: name the predictions "
+                          "as the held-out set's images are named")
     metrics.update(_unknown=len(result["unknown"]), _missing=len(result["missing"]))
     return {"metrics": metrics, "n_items": n_items, "n_missing": len(result["missing"])}

@@ -8,7 +8,9 @@ is too long or too deep, or repeats another member's; a member that is a link, d
 an encrypted member. Sizes are counted as the bytes come out of the decompressor, never taken
 from headers, so a zip bomb stops at the limit however small it claims to be; the members of a
 zip are counted in its central directory before :mod:`zipfile` parses it, and a tar's
-whole decompressed stream is capped, so pax and long-name headers cannot exhaust memory either.
+whole decompressed stream is capped, so pax and long-name headers cannot exhaust memory either; a gzip
+header (its name, comment and extra fields) over 64 KiB is refused before :mod:`gzip` reads it byte by byte.
+macOS's additions (the ``__MACOSX`` folder, AppleDouble ``._name`` files) are skipped, never predictions.
 Files are created with ``O_EXCL | O_NOFOLLOW`` under a fresh folder and nothing is ever made a
 link, so no member can write outside it. No web framework here: the service calls :func:`extract`.
 """
@@ -35,13 +37,20 @@ _CHUNK = 256 * 1024
 _NPY = b"\x93NUMPY"
 _ZIP = (b"PK\x03\x04", b"PK\x05\x06")
 _GZIP = b"\x1f\x8b"
+_GZIP_HEADER = 64 * 1024  # bytes a gzip header (its optional name, comment and extra fields) may take
 # formats an upload is sometimes by mistake: named in the error instead of "unknown bytes"
 _KNOWN = {b"\x89PNG\r\n\x1a\n": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"%PDF": "a PDF document",
           b"7z\xbc\xaf\x27\x1c": "a 7z archive", b"Rar!": "a RAR archive", b"BZh": "a bzip2 file",
           b"\xfd7zXZ\x00": "an xz file", b"\x28\xb5\x2f\xfd": "a zstd file"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_IGNORED = "__MACOSX"  # the resource forks macOS's Archive Utility adds: never predictions
+_IGNORED = "__MACOSX"  # the resource forks macOS's Archive Utility adds: never predictions (see _ignored)
+
+
+def _ignored(parts: tuple[str, ...]) -> bool:
+    """Members macOS adds that are never predictions: Archive Utility's ``__MACOSX`` folder, and the AppleDouble
+    ``._name`` files (extended attributes) its tar writes beside every file that has some."""
+    return parts[0] == _IGNORED or parts[-1].startswith("._")
 
 
 class UploadError(FacebenchError, ValueError):
@@ -70,6 +79,7 @@ def sniff(path: Path) -> str:
     if head.startswith(_ZIP):
         return "zip"
     if head.startswith(_GZIP):
+        _check_gzip_header(path)
         try:
             with gzip.open(path, "rb") as g:
                 block = g.read(512)
@@ -87,6 +97,28 @@ def sniff(path: Path) -> str:
             raise UploadError(f"the upload is {what}, not predictions: send a .zip, .tar or .tar.gz archive, a .npy "
                               "array or a text file")
     return "text"
+
+
+def _check_gzip_header(path: Path) -> None:
+    """Refuse a gzip header over ``_GZIP_HEADER`` bytes: its extra, name and comment fields may be as long as the
+    sender likes, and :mod:`gzip` reads a name byte by byte (seconds of a thread for tens of megabytes)."""
+    with open(path, "rb") as f:
+        head = f.read(_GZIP_HEADER + 1)
+    if len(head) < 10:
+        raise UploadError("a gzip file cut short in its header")
+    flags, at = head[3], 10
+    if flags & 0x04:  # FEXTRA: a two-byte length, then that many bytes
+        at += 2 + int.from_bytes(head[at:at + 2], "little")
+    for flag in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            end = head.find(b"\0", at)
+            if end < 0:
+                at = len(head) + 1
+                break
+            at = end + 1
+    if at > _GZIP_HEADER:
+        raise UploadError(f"a gzip header over {_GZIP_HEADER} bytes (its extra, file name or comment field): "
+                          "not an archive a tool writes")
 
 
 def extract(archive_path: str | Path, dest: str | Path, limits: Limits = Limits(), *,
@@ -264,7 +296,7 @@ def _extract_zip(path: Path, dest: Path, limits: Limits) -> list[Path]:
                     raise UploadError(f"archive member {name!r}: {what}")
                 if info.flag_bits & 0x1:
                     raise UploadError(f"archive member {name!r}: encrypted")
-                if parts[0] == _IGNORED:
+                if _ignored(parts):
                     continue
                 if is_dir:
                     dest.joinpath(*parts).mkdir(parents=True, exist_ok=True)
@@ -314,7 +346,7 @@ def _extract_tar(path: Path, dest: Path, limits: Limits, gzipped: bool) -> list[
                     if member.size > limits.max_member_bytes:
                         raise UploadError(f"archive member {name!r}: {member.size} bytes, over "
                                           f"{limits.max_member_bytes}")
-                    if parts[0] == _IGNORED:
+                    if _ignored(parts):
                         continue
                     if member.isdir():
                         dest.joinpath(*parts).mkdir(parents=True, exist_ok=True)
