@@ -386,3 +386,23 @@ def test_the_same_pages_from_a_postgres_store(served, postgres_url):
         mine, theirs = client.get(url), other.get(url)
         assert theirs.status_code == mine.status_code == 200, url
         assert theirs.content == mine.content, url
+
+
+def test_a_store_file_replaced_while_serving_is_read_afresh(tmp_path):
+    """The server keeps a connection per worker thread; a new file put in the store's place (a restore, a copy
+    renamed over it) is opened instead of serving the old one's rows."""
+    from facebench.serve.app import create_app
+
+    path = tmp_path / "results.sqlite"
+    with Store(path) as store:
+        add_run(store, "first-model", "mini-nme", "landmarks", {"nme": 0.05, "faces": 1}, nme_items([0.05]))
+    client = TestClient(create_app(str(path), cache_dir=tmp_path / "cache"))
+    assert "first-model" in client.get("/").text
+    other = tmp_path / "other.sqlite"
+    with Store(other) as store:
+        add_run(store, "second-model", "mini-nme", "landmarks", {"nme": 0.04, "faces": 1}, nme_items([0.04]))
+    other.replace(path)
+    page = client.get("/").text
+    assert "second-model" in page and "first-model" not in page
+    path.unlink()
+    assert client.get("/").status_code == 503

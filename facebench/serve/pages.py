@@ -278,8 +278,10 @@ def _index(store: Store, site: Site, query: Mapping[str, str]) -> str:
         sections.append("<h2>Protocols with papers' rows only</h2><p>"
                         + ", ".join(link(protocol_href(p), p) for p in reported_only) + "</p>")
     n_measured = sum(r.kind == "measured" for r in rows)
+    n_submitted = sum(r.kind == "submitted" for r in rows)
     latest = max((r.finished or 0 for r in runs.values()), default=0)
     summary = (f"<p>{len(measured_pids)} protocols with results, {n_measured} measured rows"
+               + (f", {n_submitted} submitted" if n_submitted else "")
                + (f", newest result {esc(_when(latest))}" if latest else "")
                + '. Also as JSON: <a href="/api/leaderboard.json">/api/leaderboard.json</a>.</p>')
     body = "<h1>facebench leaderboard</h1>" + summary + _filter_form("/", present, active) + "\n".join(sections)
