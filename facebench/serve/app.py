@@ -9,6 +9,7 @@ served, unless a submission service is given, whose own routes are added as they
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import threading
@@ -22,7 +23,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from facebench.errors import FacebenchError
-from facebench.paths import dumps_json
+from facebench.paths import dumps_json, write_atomic
 from facebench.protocol import Protocol, builtin_protocols, load_protocol_file
 from facebench.report.leaderboard import leaderboard_rows
 from facebench.results.database import SQLITE, parse_location
@@ -73,17 +74,19 @@ def _error_page(site: Site, title: str, message: str, status: int) -> HTMLRespon
 
 
 def create_app(store: str, *, protocols_dir: str | None = None, cache_dir: str | Path | None = None,
-               submissions=None) -> Starlette:
+               submissions=None, roots: dict[str, Path] | None = None) -> Starlette:
     """The web leaderboard over ``store`` (see the module docstring). ``cache_dir``: where figures are cached
     (default: a temporary folder of this app). ``submissions``: a service with ``routes()``, ``start()`` and
-    ``stop()``, whose routes are served beside the leaderboard's (and its link shown)."""
+    ``stop()``, whose routes are served beside the leaderboard's (and its link shown). ``roots``: dataset name ->
+    its copy here, so run pages draw the error gallery's crops (embedded datasets need none)."""
     store = str(store)
     protocols = load_protocols(protocols_dir)
     owned_cache = None
     if cache_dir is None:
         owned_cache = tempfile.TemporaryDirectory(prefix="facebench-serve-")
         cache_dir = owned_cache.name
-    site = Site(protocols=protocols, figures=FigureCache(cache_dir), submissions=submissions is not None)
+    site = Site(protocols=protocols, figures=FigureCache(cache_dir), submissions=submissions is not None,
+                roots=dict(roots or {}))
 
     local = threading.local()  # each worker thread keeps its own connection (SQLite's may not cross threads)
 
@@ -148,6 +151,29 @@ def create_app(store: str, *, protocols_dir: str | None = None, cache_dir: str |
         except StoreUnavailable as exc:
             return _error_page(site, "Results store unavailable", str(exc), 503)
 
+    def face(request: Request) -> Response:
+        """A run's n-th worst face, drawn once and kept under the cache (named by the run and when it finished,
+        so a run scored again is drawn again)."""
+        key, n = request.path_params["key"], request.path_params["n"]
+        try:
+            with reading() as db:
+                run = db.get_run(key)
+                if run is None:
+                    raise NotFound(f"no run {key!r} in the store")
+                name = hashlib.sha1(f"{run.key} {run.finished!r} {n}".encode()).hexdigest()[:20]
+                path = Path(site.figures.folder) / "faces" / f"{name}.png"
+                if not path.exists():
+                    png = pages.face_crop(db, site, run.key, n)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(path, png)
+                return Response(path.read_bytes(), media_type="image/png")
+        except NotFound as exc:
+            return _error_page(site, "Not found", str(exc), 404)
+        except StoreUnavailable as exc:
+            return _error_page(site, "Results store unavailable", str(exc), 503)
+        except OSError as exc:  # an image unreadable or gone from the dataset's copy: that face only
+            return _error_page(site, "Not found", f"the face could not be drawn: {exc}", 404)
+
     def api(request: Request) -> Response:
         try:
             with reading() as db:
@@ -169,6 +195,7 @@ def create_app(store: str, *, protocols_dir: str | None = None, cache_dir: str |
         Route("/run/{key:str}", html_endpoint(lambda db, r: pages.run_page(db, site, r.path_params["key"])),
               methods=["GET"]),
         Route("/figure/{protocol:str}/{kind:str}.png", figure, methods=["GET"]),
+        Route("/run/{key:str}/face/{n:int}.png", face, methods=["GET"]),
         Route("/api/leaderboard.json", api, methods=["GET"]),
     ]
     if submissions is not None:

@@ -37,6 +37,7 @@ form.filters { display: flex; gap: 1em; flex-wrap: wrap; align-items: end; backg
 form.filters label { display: flex; flex-direction: column; font-size: 12px; }
 .scroll { overflow-x: auto; }
 .none, .muted { color: #888; } code { font-size: 12px; }
+div.gallery { display: flex; flex-wrap: wrap; gap: 10px; } figure.gallery { margin: 0; width: 192px; font-size: 11px; }
 """
 
 # Click a header: sort its table's body by that column, numbers as numbers (a cell's leading number), empty

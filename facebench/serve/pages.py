@@ -16,11 +16,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
 from facebench.paths import dumps_json
 from facebench.protocol import Protocol
+from facebench.report.gallery import CROP, crop, dataset_samples, face_results
 from facebench.report.leaderboard import (
     STALE,
     Latency,
@@ -42,6 +44,7 @@ from facebench.serve.html import Html, definition_list, esc, link, page, table_h
 FILTERS = ("task", "runtime", "device", "framing", "rows")
 FAILURES_SHOWN = 50
 WORST_SHOWN = 20
+GALLERY_FACES = 8  # the run page's drawn worst faces
 
 
 class NotFound(LookupError):
@@ -90,6 +93,17 @@ class Site:
     figures: FigureCache
     submissions: bool = False
     pages: PageCache | None = field(default_factory=PageCache)
+    roots: dict[str, Path] = field(default_factory=dict)  # dataset -> its copy (facebench serve --root): crops
+    _samples: dict[str, tuple[dict | None, str]] = field(default_factory=dict, repr=False)
+    _samples_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def samples(self, protocol: Protocol) -> tuple[dict | None, str]:
+        """The protocol's samples by id (to draw the gallery's crops), read once; or None and why not."""
+        key = f"{protocol.dataset}/{protocol.split}"
+        with self._samples_lock:
+            if key not in self._samples:
+                self._samples[key] = dataset_samples(protocol, self.roots)
+            return self._samples[key]
 
     def page(self, title: str, body: str) -> str:
         return page(title, body, submissions=self.submissions)
@@ -540,6 +554,49 @@ def _worst(store: Store, key: str, errors: dict[str, str]) -> list[list[object]]
     return rows
 
 
+def _gallery(store: Store, site: Site, run: Run, protocol: Protocol) -> str:
+    """The report's error gallery for one run: its worst faces drawn (ground truth green, prediction red), when
+    the dataset's images are here (embedded, or ``facebench serve --root``)."""
+    faces = face_results(store, run.key)[:GALLERY_FACES]
+    if not faces:
+        return ""
+    samples, why = site.samples(protocol)
+    if samples is None:
+        return f'<p class="none">No crops: {esc(why)}; the worst items are listed below.</p>'
+    figures = []
+    for n, face in enumerate(faces):
+        what = (f"FAILED {face['item']}: {face['error']}" if face["failed"]
+                else f"{face['item']}: NME {face['nme'] * 100:.2f}%")
+        sample_id, _, index = face["item"].rpartition("#")
+        if sample_id not in samples or not index.isdigit():  # a copy of the dataset other than the run's
+            figures.append(f'<figure class="gallery"><figcaption>{esc(what)} (its image is not in the dataset\'s '
+                           "copy here)</figcaption></figure>")
+            continue
+        src = f"/run/{quote(run.key, safe='')}/face/{n}.png"
+        figures.append(f'<figure class="gallery"><img src="{esc(src)}" alt="{esc(face["item"])}" '
+                       f'width="{CROP}"><figcaption>{esc(what)}</figcaption></figure>')
+    return f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def face_crop(store: Store, site: Site, key: str, n: int) -> bytes:
+    """The PNG of the run's ``n``-th worst face (the gallery's order), drawn from the dataset's image."""
+    run = store.get_run(key)
+    protocol = site.protocols.get(run.protocol) if run is not None else None
+    if run is None or protocol is None or protocol.task != "landmarks":
+        raise NotFound(f"no landmark run {key!r} with a known protocol")
+    faces = face_results(store, key)[:GALLERY_FACES]
+    if not 0 <= n < len(faces):
+        raise NotFound(f"run {key!r} has no face {n} in its gallery")
+    samples, why = site.samples(protocol)
+    if samples is None:
+        raise NotFound(f"no crops: {why}")
+    sample_id, _, index = faces[n]["item"].rpartition("#")
+    sample = samples.get(sample_id)
+    if sample is None or not index.isdigit():
+        raise NotFound(f"item {faces[n]['item']!r} is not in the dataset's copy here")
+    return crop(sample, int(index), faces[n]["prediction"])
+
+
 def run_page(store: Store, site: Site, key: str) -> str:
     """``/run/{key}``: what the run is (environment, key parts), its metrics, failures and worst items."""
     run = store.get_run(key)
@@ -579,6 +636,8 @@ def run_page(store: Store, site: Site, key: str) -> str:
                                caption=f"Failed items{more}"))
     worst = _worst(store, run.key, errors)
     body.append("<h2>Error gallery: the worst items</h2>")
+    if protocol is not None and protocol.task == "landmarks" and run.status == "complete":
+        body.append(_gallery(store, site, run, protocol))
     body.append(table_html(["rank", "item", "error", "failure", "item metrics"], worst,
                            caption=f"The {len(worst)} worst items by the stored per-item error") if worst
                 else '<p class="none">No per-item numbers stored.</p>')
