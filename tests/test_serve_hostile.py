@@ -209,7 +209,7 @@ def test_an_error_quoting_a_huge_line_is_cut_short(server):  # noqa: F811 - fixt
     client, token = server["client"], server["token"]
     body = b"2002/08/11/big/img_0\n1\n" + b"x" * 200_000 + b"\n"
     view = wait(client, post(client, token, "fddb-held", body, name="p.txt").json()["id"])
-    assert view["status"] == "failed" and view["error"].startswith("predictions.txt:3: not numbers")
+    assert view["status"] == "failed" and view["error"].startswith("p.txt:3: not numbers")  # as the team named it
     assert len(view["error"]) < 2100 and view["error"].endswith("characters in all)")
 
 

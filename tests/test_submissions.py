@@ -371,7 +371,7 @@ def test_good_submissions_score_exactly_as_facebench_score(server, world):
     expected = score_landmarks(gt["lm-held"], world["lm_file"], "inter-ocular", "ibug68", 0.08)
     assert {k: view["metrics"][k] for k in ("nme", "fr", "auc", "faces")} == \
         {k: expected[k] for k in ("nme", "fr", "auc", "faces")}
-    assert view["metrics"]["_missing"] == 1
+    assert view["metrics"]["missing_predictions"] == 1
     # the runs: kind submitted, on the leaderboard as submitted rows naming the team
     with Store(server["service"].store, read_only=True) as store:
         run = store.get_run(view["run_key"])
@@ -392,7 +392,7 @@ def test_a_pts_folder_in_a_tar_gz_scores_as_facebench_score_reads_the_folder(ser
     view = submit_and_wait(server, "lm-held", data)
     assert view["status"] == "scored", view
     expected = score_landmarks(world["ground_truth"]["lm-held"], folder, "inter-ocular", "ibug68", 0.08)
-    assert view["metrics"]["nme"] == expected["nme"] and view["metrics"]["_missing"] == 0
+    assert view["metrics"]["nme"] == expected["nme"] and view["metrics"]["missing_predictions"] == 0
 
 
 def test_pages_escape_what_teams_send(server, world):
@@ -597,6 +597,22 @@ def test_cli_token_add(world, tmp_path):
         assert db.team_for_token(opened, token) == "cli-team"
     result = CliRunner().invoke(main, ["serve-token", "add", "cli-team", "--store", store])
     assert result.exit_code == 1 and "already has an account" in result.output
+    listed = CliRunner().invoke(main, ["serve-token", "list", "--store", store])
+    assert listed.exit_code == 0 and listed.stdout.startswith("cli-team\t5 per day") and token not in listed.output
+    revoked = CliRunner().invoke(main, ["serve-token", "revoke", "cli-team", "--store", store])
+    assert revoked.exit_code == 0
+    with Store(store) as opened:
+        assert db.team_for_token(opened, token) is None  # the old token no longer works
+    again = CliRunner().invoke(main, ["serve-token", "revoke", "cli-team", "--store", store])
+    assert again.exit_code == 1 and "no account for team 'cli-team'" in again.output
+    fresh = CliRunner().invoke(main, ["serve-token", "add", "cli-team", "--store", store])
+    assert fresh.exit_code == 0 and fresh.stdout.strip() != token
+
+
+def test_submit_without_a_token_names_the_variable(tmp_path):
+    result = CliRunner(env={"FACEBENCH_TOKEN": ""}).invoke(
+        main, ["submit", "--server", "http://127.0.0.1:9", "--protocol", "p", "--name", "n", str(tmp_path)])
+    assert result.exit_code == 2 and "set FACEBENCH_TOKEN" in result.output
 
 
 def test_submit_command_and_slow_client_over_a_real_server(world, tmp_path):
@@ -644,7 +660,7 @@ def test_submit_command_and_slow_client_over_a_real_server(world, tmp_path):
         bad.write_text("2002/08/11/big/img_0\n2\n30 45 40 30 0.9\n")
         result = CliRunner(env=env).invoke(main, ["submit", "--server", url, "--protocol", "fddb-held", "--name",
                                                   "Bad", "--wait", str(bad)])
-        assert result.exit_code == 1 and "predictions.txt:4" in result.output
+        assert result.exit_code == 1 and "bad.txt:4" in result.output  # the file as the team named it
         slow.setblocking(False)
         with pytest.raises(BlockingIOError):  # the trickling upload is still being received: no answer yet
             slow.recv(1)

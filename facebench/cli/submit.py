@@ -40,7 +40,7 @@ def _http():
 
 @main.command("submit")
 @click.option("--server", required=True, help="The facebench serve server, e.g. https://bench.example.org")
-@click.option("--token", envvar="FACEBENCH_TOKEN", required=True,
+@click.option("--token", envvar="FACEBENCH_TOKEN", default=None,
               help="The team's token (default: $FACEBENCH_TOKEN; prefer the variable: a command line is visible "
                    "to other users of the machine).")
 @click.option("--protocol", required=True, help="A held-out protocol id the server scores.")
@@ -54,6 +54,9 @@ def _http():
 @click.argument("predictions", type=click.Path(exists=True, path_type=Path))
 def submit(server, token, protocol, name, macs, params, description, link, wait, timeout, predictions):
     """Submit PREDICTIONS (a file, or a folder sent as a zip) to be scored against held-out ground truth."""
+    if not token:
+        raise click.UsageError("no token: set FACEBENCH_TOKEN (or pass --token) to the token "
+                               "`facebench serve-token add` printed for your team")
     httpx = _http()
     card = {k: v for k, v in {"name": name, "macs": macs, "params": params, "description": description,
                               "link": link}.items() if v is not None}
@@ -148,3 +151,36 @@ def serve_token_add(team, per_day, store):
     click.echo(token)
     click.echo(f"the token of team {team}, shown once: give it to the team (facebench submit reads "
                "$FACEBENCH_TOKEN)", err=True)
+
+
+@serve_token.command("list")
+@click.option("--store", type=STORE, required=True, envvar="FACEBENCH_STORE",
+              help="The server's results store (a file or a postgresql:// URL).")
+def serve_token_list(store):
+    """The teams with an account: their daily limit and when the account was made (never a token)."""
+    from facebench.results.store import Store
+    from facebench.results.submissions import accounts
+
+    with Store(store, read_only=True) as opened:
+        teams = accounts(opened)
+    for team, per_day, created in teams:
+        made = time.strftime("%Y-%m-%d", time.gmtime(created))
+        click.echo(f"{team}\t{per_day or 'server default'} per day\tsince {made}")
+    if not teams:
+        click.echo("no accounts", err=True)
+
+
+@serve_token.command("revoke")
+@click.argument("team")
+@click.option("--store", type=STORE, required=True, envvar="FACEBENCH_STORE",
+              help="The server's results store (a file or a postgresql:// URL).")
+def serve_token_revoke(team, store):
+    """Remove TEAM's account: its token stops working at once; its submissions and rows stay. `serve-token add
+    TEAM` gives it a new token."""
+    from facebench.results.store import Store
+    from facebench.results.submissions import remove_account
+
+    with Store(store) as opened:
+        if not remove_account(opened, team):
+            raise click.ClickException(f"no account for team {team!r}")
+    click.echo(f"team {team}'s token no longer works", err=True)

@@ -415,7 +415,8 @@ def check_compatible(card: ModelCard, protocol: Protocol) -> str:
     where the protocol compares ``all``), and its box convention must be one
     the protocol's framing can give it."""
     if protocol.task not in ("any", card.task):
-        raise IncompatibleError(f"protocol {protocol.id} is for {protocol.task} models; {card.name} is a {card.task}")
+        raise IncompatibleError(f"protocol {protocol.id} is for {protocol.task} models; "
+                                f"{card.name} is a {card.task} model")
     if card.task != "landmarks":
         return ""
     if protocol.scheme and protocol.metric in ("nme", "regions", "early_exit", "sweep_nme", "sequence_jitter"):

@@ -66,6 +66,20 @@ def add_account(store: Store, team: str, submissions_per_day: int | None = None)
     return token
 
 
+def accounts(store: Store) -> list[tuple[str, int | None, float]]:
+    """Every team with an account: (team, its own submissions per day or None, when it was made)."""
+    rows = store.db.execute("SELECT team, submissions_per_day, created FROM accounts ORDER BY team").fetchall()
+    return [(team, per_day, created) for team, per_day, created in rows]
+
+
+def remove_account(store: Store, team: str) -> bool:
+    """Delete ``team``'s account (its token stops working; its submissions stay); False when it had none."""
+    with store.db.transaction():
+        found = store.db.execute("SELECT 1 FROM accounts WHERE team = ?", (team,)).fetchone() is not None
+        store.db.execute("DELETE FROM accounts WHERE team = ?", (team,))
+    return found
+
+
 def team_for_token(store: Store, token: str) -> str | None:
     """The team holding ``token``, None for an unknown one (looked up by hash; the token is never logged)."""
     row = store.db.execute("SELECT team FROM accounts WHERE token_hash = ?", (token_hash(token),)).fetchone()

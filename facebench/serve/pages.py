@@ -280,9 +280,10 @@ def _index(store: Store, site: Site, query: Mapping[str, str]) -> str:
             sections.append('<h2 id="rendered">Controlled renders of one 3D scan</h2><p class="muted">Numbers on '
                             "renders of one scan: not comparable with the photo benchmarks above.</p>")
         title = f"{section}: {protocol.title}" if protocol is not None else f"{section} (not a built-in protocol)"
-        n = sum(r.kind != "reported" for r in group)
+        counts = {kind: sum(r.kind == kind for r in group) for kind in ("measured", "submitted", "stale")}
+        counted = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
         sections.append(f'<section id="{esc(section)}"><h3>{link(protocol_href(pid), title)} '
-                        f'<small class="muted">({n} measured)</small></h3>'
+                        f'<small class="muted">({counted})</small></h3>'
                         + protocol_tables(section, group, site.protocols) + "</section>")
     if not sections:
         sections.append('<p class="none">' + ("No row matches these filters." if active else
@@ -458,13 +459,18 @@ def model_page(store: Store, site: Site, name: str) -> str:
         artifact_hashes = parts.get("artifacts", {})
         artifacts = [[fmt, name_, artifact_hashes.get(fmt, "")] for fmt, name_ in card.get("artifacts", {}).items()]
         options = card.get("options", {})
-        fields: list[tuple[object, object]] = [
+        fields: list[tuple[object, object]] = [] if is_submitted(newest) else [
             ("task", card.get("task", "")), ("scheme", card.get("scheme", "")),
-            ("input", f"shape {card.get('input_shape')}, range {card.get('input_range')}"),
+            ("input", f"shape {card.get('input_shape')}, range {card.get('input_range')}")]
+        if is_submitted(newest):  # a team's card: what they sent (the model never ran here)
+            fields += [("submitted by", card.get("team", "")), ("link", card.get("link", ""))]
+        fields += [
             ("MACs per stage", stages or (options.get("cost") or "")),
             ("face-box convention", card.get("box_convention", "")),
             ("description", card.get("description", "")), ("source", card.get("source", "")),
-            ("card hash", parts.get("card", "")), ("runtime", " ".join(sorted({r.runtime for r in runs})))]
+            ("card hash", parts.get("card", "")) if isinstance(parts.get("card"), str) else ("card", ""),
+            ("runtime", " ".join(sorted({r.runtime for r in runs})))]
+        fields = [(k, v) for k, v in fields if v not in ("", None)]
         if card.get("extras"):
             fields.append(("extras", ", ".join(card["extras"])))
         if options:
@@ -507,7 +513,7 @@ def model_page(store: Store, site: Site, name: str) -> str:
     if phones_all:
         body.append(table_html(LATENCY_HEADER, [_latency_cells(d, t) for d, t in phones_all.items()]))
     else:
-        body.append('<p class="none">Not timed on a phone: <code>facebench farm bench</code>.</p>')
+        body.append('<p class="none">Not timed on a phone: <code>facebench bench</code>.</p>')
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         body.append(f"<h3>Failed measurements ({len(failed)})</h3>" + table_html(
@@ -613,7 +619,7 @@ def run_page(store: Store, site: Site, key: str) -> str:
         ("dataset fingerprint", run.dataset_fingerprint), ("runtime", run.runtime),
         ("started", _when(run.started)), ("finished", _when(run.finished))]
     for name in ("framing", "card", "engine", "runtime_version"):
-        if parts.get(name):
+        if parts.get(name) and isinstance(parts[name], str):  # a submission's card is its own section
             fields.append((name if name != "card" else "card hash", parts[name]))
     for what in ("code", "artifacts", "extras"):
         for k, v in (parts.get(what) or {}).items():

@@ -82,6 +82,7 @@ class _Job:
     ground_truth: str
     options: dict
     limits: Limits
+    upload_name: str = ""  # as the team named its file: a single file's errors name it, not the server's copy
 
 
 def _page(title: str, body: str) -> str:
@@ -292,7 +293,8 @@ class SubmissionService:
             if protocol.submission == "wider":
                 options["settings"] = list(_option(protocol, "settings"))
             outcome = scorer.run(_Job(job.upload_path, str(workdir / "upload"), protocol.submission,
-                                      str(self.ground_truth[job.protocol]), options, self.limits), self.job_timeout_s)
+                                      str(self.ground_truth[job.protocol]), options, self.limits, job.upload_name),
+                                 self.job_timeout_s)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         with Store(self.store) as store:
@@ -656,7 +658,11 @@ def score_upload(job: _Job) -> dict:
     ``{"error"}`` with the reader's file-and-line message, paths shown relative to the upload."""
     workdir = Path(job.workdir)
 
+    plain = workdir / _PLAIN_NAMES[job.reader]
+
     def public(message: str) -> str:  # no server paths: the upload's own, relative; the ground truth's, named
+        if job.upload_name and plain.is_file():  # a single file: named as the team named it
+            message = message.replace(str(plain), job.upload_name)
         return shorten(message.replace(f"{workdir}{os.sep}", "").replace(str(workdir), ".")
                        .replace(job.upload_path, "<upload>").replace(job.ground_truth, "<ground truth>"))
 
@@ -724,5 +730,5 @@ def _score(job: _Job, predictions: Path) -> dict:
         raise UploadError(f"no prediction is for an item of the ground truth: all {n_items} are missing, and "
                           f"{len(unknown)} predictions name items it does not have{example}: name the predictions "
                           "as the held-out set's images are named")
-    metrics.update(_unknown=len(result["unknown"]), _missing=len(result["missing"]))
+    metrics.update(unmatched_predictions=len(result["unknown"]), missing_predictions=len(result["missing"]))
     return {"metrics": metrics, "n_items": n_items, "n_missing": len(result["missing"])}
