@@ -240,7 +240,7 @@ def test_the_gallery_does_not_call_unscored_faces_failures(scan_assets, tmp_path
     from test_render_benchmark import _perfect_adapters
 
     from facebench.protocol import builtin_protocols
-    from facebench.report.gallery import _face_results
+    from facebench.report.gallery import face_results
     from facebench.results.evaluate import evaluate
     from facebench.results.store import Store
     from facebench.schemes import convert
@@ -258,7 +258,7 @@ def test_the_gallery_does_not_call_unscored_faces_failures(scan_assets, tmp_path
     with Store(tmp_path / "s.sqlite") as db:
         run = evaluate(FivePoints, builtin_protocols()["render-pose-nme"], db, progress=False).run
         assert run.metrics["failed"] == 0 and run.metrics["unscored"] > 0
-        faces = _face_results(db, run.key)
+        faces = face_results(db, run.key)
         assert len(faces) == run.metrics["faces"] and not any(f["failed"] for f in faces)
 
 
