@@ -197,6 +197,12 @@ class Store:
         with self.db.transaction():
             self.db.execute("UPDATE runs SET used = ? WHERE key = ?", (time.time(), key))
 
+    def run_states(self) -> list[tuple[str, str, float | None, int | None, int | None]]:
+        """(key, status, finished, n_items, n_failures) of every run, by key: what changes whenever a run's numbers
+        do, read without decoding any run's JSON (a web server checks it on every request)."""
+        rows = self.db.execute("SELECT key, status, finished, n_items, n_failures FROM runs ORDER BY key")
+        return [(key, status, finished, n_items, n_failures) for key, status, finished, n_items, n_failures in rows]
+
     def runs_used_since(self, since: float) -> list[Run]:
         """Runs computed, resumed or reused since ``since`` (a ``time.time()``): what one command touched."""
         query = f"SELECT {self._run_columns} FROM runs WHERE used >= ? ORDER BY used"
@@ -296,24 +302,23 @@ class Store:
         # insert the run (and a run started meanwhile by `facebench run` is merged into, ON CONFLICT)
         with self.db.transaction(lock=f"run {key}"):
             mine = self.get_run(key)
+            keys_here = self.item_keys(key) if mine is not None else set()
+            failed_here = {item for item, _ in self.failures(key)} if mine is not None else set()
+            succeeded_there = {r[1] for r in items if r[2] is None}
+            failed_there = {r[1] for r in items if r[2] is not None}
+            completes = mine is not None and mine.status != "complete" and row[7] == "complete"
             outcome = "new" if mine is None else "merged"
-            if mine is not None and mine.status == "complete":
-                failed_here = {item for item, _ in self.failures(key)}
-                if any(r[1] in failed_here and r[2] is None for r in items):  # its metrics counted them failed
-                    outcome = "improved"
+            if mine is not None and mine.status == "complete" and succeeded_there & failed_here:
+                outcome = "improved"  # its metrics counted them failed
             # items that succeeded here and failed there: the source's metrics counted them failed
-            better_here = mine is not None and bool({r[1] for r in items if r[2] is not None}
-                                                    & (self.item_keys(key) - {i for i, _ in self.failures(key)}))
-            if mine is not None and outcome == "merged" and not (mine.status != "complete" and row[7] == "complete"):
-                failed_here = {item for item, _ in self.failures(key)}
-                succeeded_there = {r[1] for r in items if r[2] is None}
-                if ({r[1] for r in items} <= self.item_keys(key) and not succeeded_there & failed_here
-                        and set(theirs_chunks) <= set(self.chunks(key))):
-                    return "unchanged"
+            better_here = bool(failed_there & (keys_here - failed_here))
+            if (outcome == "merged" and not completes and succeeded_there | failed_there <= keys_here
+                    and not succeeded_there & failed_here and set(theirs_chunks) <= set(self.chunks(key))):
+                return "unchanged"
             if mine is None:
                 self.db.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(row))})"
                                 " ON CONFLICT (key) DO NOTHING", row)
-            elif mine.status != "complete" and row[7] == "complete" and not better_here:
+            elif completes and not better_here:
                 self.db.execute("UPDATE runs SET status = 'complete', metrics = ?, n_items = ?, n_failures = ?,"
                                  " finished = ?, curves = ? WHERE key = ?", (row[8], row[10], row[11], row[13],
                                                                             row[17], key))

@@ -55,7 +55,7 @@ def store_state(store: Store) -> str:
     """The hash of what the leaderboard pages show from ``store``: every run's key, status, finish time and item
     counts, and every phone measurement's key, status and finish time. A run's metrics, curves and items change
     only with these (scoring sets ``finished``), so a page rendered for a state is the page of that state."""
-    runs = [(r.key, r.status, r.finished, r.n_items, r.n_failures) for r in store.runs(status=None)]
+    runs = store.run_states()
     phones = [(d.get("key"), d.get("status"), d.get("finished")) for d in store.device_results()]
     return hashlib.sha256(json.dumps([runs, phones], default=str).encode()).hexdigest()
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -539,13 +540,8 @@ class SubmissionService:
         if view["error"]:
             body += f"<h2>Error</h2><pre class=error>{e(view['error'])}</pre>"
         if view["metrics"]:
-            rows = [[e(k), e(f"{v:.4f}" if isinstance(v, float) else str(v))]
-                    for k, v in view["metrics"].items() if not k.startswith("_")]
+            rows = [[e(k), e(f"{v:.4f}" if isinstance(v, float) else str(v))] for k, v in view["metrics"].items()]
             body += "<h2>Metrics</h2>" + _table(["metric", "value"], rows)
-            pairing = {k[1:]: v for k, v in view["metrics"].items() if k.startswith("_") and v}
-            if pairing:
-                body += ("<p>" + e(", ".join(f"{v} {k}" for k, v in pairing.items())) +
-                         " (missing: scored as misses; unknown: not in the ground truth, not scored)</p>")
         return HTMLResponse(_page(f"Submission {view['id'][:8]}", body))
 
     def _scored(self) -> list[db.Submission]:
@@ -713,10 +709,13 @@ def _score(job: _Job, predictions: Path) -> dict:
         metrics["detections"] = result["detections"]
         n_items = result["images"]
     elif job.reader == "fddb":
-        metrics = {}
-        for n in job.options["false_positives"] or [1000]:
-            result = score_fddb(job.ground_truth, predictions, n)
-            metrics[f"tpr@{n}"] = result["tpr_at_fp"]
+        from facebench.metrics.fddb import FddbROC
+
+        counts = job.options["false_positives"] or [1000]
+        result = score_fddb(job.ground_truth, predictions, counts[0])  # read and matched once: every N from its ROC
+        curve = result["roc"]
+        roc = FddbROC(np.asarray(curve["threshold"]), np.asarray(curve["tp"]), np.asarray(curve["fp"]), result["faces"])
+        metrics = {f"tpr@{n}": roc.tpr_at(n) for n in counts}
         metrics.update(faces=result["faces"], detections=result["detections"])
         n_items = result["images"]
     else:
