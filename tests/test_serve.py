@@ -183,6 +183,7 @@ def test_figure_is_a_png_drawn_once_then_served_from_the_cache(served, tmp_path)
     assert client.get("/figure/no-such-protocol/ced.png").status_code == 404
 
 
+@pytest.mark.slow  # draws figures twice
 def test_a_new_result_changes_the_figure_key_and_the_pages(tmp_path):
     from facebench.serve import figures
     from facebench.serve.app import create_app, open_store

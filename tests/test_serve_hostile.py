@@ -105,6 +105,7 @@ def test_malformed_multipart_framing_is_a_400_saying_what(server, body, content_
 # the upload folder
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_a_store_that_cannot_be_opened_is_a_503_on_the_submission_routes_too(world, tmp_path):  # noqa: F811
     """The leaderboard's pages said 503 for a store replaced by garbage; the submission routes said 500."""
     service = make_service(world, tmp_path)
@@ -138,6 +139,7 @@ def test_an_upload_removed_before_scoring_fails_saying_so_without_a_server_path(
             "status"] == "scored"  # the queue goes on
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_an_upload_folder_that_is_gone_or_full_is_a_503_not_a_500(world, tmp_path, monkeypatch):  # noqa: F811 - fixtures
     service = make_service(world, tmp_path)
     with Store(service.store) as store:
@@ -171,6 +173,7 @@ def test_an_upload_folder_that_is_gone_or_full_is_a_503_not_a_500(world, tmp_pat
             assert len(db.list_for(store)) == 1  # the refused posts queued nothing
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_the_daily_limit_holds_under_concurrent_posts(world, tmp_path, store_location):  # noqa: F811 - fixtures
     """Limit N, 3N posts at once: exactly N queued, the others 429 (on each engine)."""
     service = make_service(world, tmp_path, store=store_location)
@@ -190,6 +193,7 @@ def test_the_daily_limit_holds_under_concurrent_posts(world, tmp_path, store_loc
         assert len(db.list_for(store, team="small")) == 4
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_a_pickled_npy_and_an_absurd_shape_fail_alone_naming_what(server):  # noqa: F811 - fixtures
     client, token = server["client"], server["token"]
     buffer = io.BytesIO()
@@ -203,6 +207,7 @@ def test_a_pickled_npy_and_an_absurd_shape_fail_alone_naming_what(server):  # no
     assert view["status"] == "failed" and "MemoryError" in view["error"]
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_an_error_quoting_a_huge_line_is_cut_short(server):  # noqa: F811 - fixtures
     """The readers quote the offending line: a 200 kB line once became a 200 kB error, stored and served on every
     view (up to the member limit, 256 MB, on a real server)."""
@@ -213,6 +218,7 @@ def test_an_error_quoting_a_huge_line_is_cut_short(server):  # noqa: F811 - fixt
     assert len(view["error"]) < 2100 and view["error"].endswith("characters in all)")
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 @pytest.mark.parametrize("protocol, name, data", [
     ("lm-held", "p.csv", b"nope," + b",".join([b"1"] * 136) + b"\n"),
     ("fddb-held", "p.txt", b"2002/08/11/big/img_99\n1\n30 45 40 30 0.9\n"),
@@ -273,6 +279,7 @@ def _submit(url: str, path: Path, *extra: str):
                str(path)])
 
 
+@pytest.mark.slow  # the CLI against live servers
 def test_submit_wait_ends_when_the_server_stops_answering_as_itself(broken_server, world, monkeypatch):  # noqa: F811 - fixtures
     """--wait once polled forever when the status endpoint answered an error page or 404; now it gives up after a
     few such answers (404: at once) with exit 1 and a message naming the submission."""
@@ -302,6 +309,7 @@ def test_submit_wait_ends_when_the_server_stops_answering_as_itself(broken_serve
 # the leaderboard
 
 
+@pytest.mark.slow  # draws figures
 def test_a_protocol_with_many_runs_draws_its_best_rows_only(tmp_path):
     """A figure once drew every run: 1500 runs took minutes under the drawing lock and gave a 7 MB PNG. Now at most
     ``max_rows`` rows, the best by the headline metric, and the page says so."""
@@ -339,6 +347,7 @@ def test_path_tricks_are_404_and_write_nothing(tmp_path, url):
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path]
 
 
+@pytest.mark.slow  # draws figures
 def test_a_figure_cache_folder_removed_while_serving_is_made_again(tmp_path):
     """A /tmp cleaner removing the cache folder once made every protocol page and figure a 500."""
     import shutil
@@ -376,6 +385,7 @@ def test_concurrent_requests_for_one_figure_draw_it_once_and_all_get_the_whole_p
     assert not list((tmp_path / "cache").glob(".draw-*"))  # no drawing folder left
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_a_submission_named_after_a_measured_model_does_not_take_over_its_card(server, world):  # noqa: F811
     """A team that calls its predictions 'hijack-mesh' (a model facebench measured) once became that model's card on
     /model/hijack-mesh and /models (its description and link), its row listed as measured."""
@@ -460,6 +470,7 @@ def test_a_missing_ground_truth_is_named_plainly(world, tmp_path):  # noqa: F811
         SubmissionService(str(tmp_path / "s.sqlite"), world["protocols"], truth, tmp_path / "up", Limits())
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_macos_appledouble_files_in_a_tar_are_ignored_like_macosx(server, world):  # noqa: F811 - fixtures
     """macOS's tar writes '._name' (extended attributes) beside each file that has some: the server ignored Finder's
     __MACOSX folder but read '0--Parade/._a.txt' as a WIDER prediction file and failed the submission."""

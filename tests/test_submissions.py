@@ -386,6 +386,7 @@ def test_good_submissions_score_exactly_as_facebench_score(server, world):
     assert "TinyNet" in page and "lm-held" in page
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_a_pts_folder_in_a_tar_gz_scores_as_facebench_score_reads_the_folder(server, world):
     folder = world["lm_pts"]
     data = tar_bytes([(tar_info(f"preds/{p.name}"), p.read_bytes()) for p in sorted(folder.glob("*.pts"))], gz=True)
@@ -395,6 +396,7 @@ def test_a_pts_folder_in_a_tar_gz_scores_as_facebench_score_reads_the_folder(ser
     assert view["metrics"]["nme"] == expected["nme"] and view["metrics"]["missing_predictions"] == 0
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_pages_escape_what_teams_send(server, world):
     view = submit_and_wait(server, "wider-held", zip_folder(world["wider_dir"]),
                            card={"name": "<script>alert(1)</script>", "description": "<b>bold</b>"})
@@ -402,6 +404,7 @@ def test_pages_escape_what_teams_send(server, world):
         assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_the_service_on_each_engine(store_location, world, tmp_path):
     service = make_service(world, tmp_path, store=store_location)
     with Store(store_location) as store:
@@ -421,6 +424,7 @@ def test_the_service_on_each_engine(store_location, world, tmp_path):
     assert sorted(r.model for r in rows) == [f"e{k}" for k in range(5)] and {r.kind for r in rows} == {"submitted"}
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_same_model_name_from_two_teams_gives_two_rows(server, world):
     data = zip_folder(world["wider_dir"])
     first = submit_and_wait(server, "wider-held", data, card={"name": "Twin"})
@@ -437,6 +441,7 @@ def _bomb_members(n: int) -> bytes:
     return zip_bytes({f"0--Parade/f{i}.txt": b"" for i in range(n)})
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 @pytest.mark.parametrize("make, message", [
     (lambda w: zip_bytes({"0--Parade/a.txt": b"0" * (3 * MiB)}), "expands past 1048576 bytes"),
     (lambda w: zip_bytes({f"0--Parade/{i}.txt": b"0" * (900 * KiB) for i in range(3)}), "expands past 2097152"),
@@ -509,6 +514,7 @@ def test_oversize_body_is_cut_off_with_and_without_content_length(server):
     assert set((server["root"] / "uploads").iterdir()) == uploads  # nothing of either kept
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_concurrent_posts_all_queue_and_score_once(server, world):
     data = zip_folder(world["wider_dir"])
     ids: list[str] = []
@@ -532,6 +538,7 @@ def test_concurrent_posts_all_queue_and_score_once(server, world):
         assert sum(s.attempts for s in db.list_for(store) if s.id in ids) == 20
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_daily_limit_gives_429_with_retry_after(world, tmp_path):
     service = make_service(world, tmp_path)
     with Store(service.store) as store:
@@ -543,6 +550,7 @@ def test_daily_limit_gives_429_with_retry_after(world, tmp_path):
     assert response.status_code == 429 and 0 < int(response.headers["retry-after"]) <= 86400
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_restart_requeues_a_job_a_dead_server_was_scoring_and_fails_it_past_max_attempts(world, tmp_path):
     service = make_service(world, tmp_path, max_attempts=2)
     with Store(service.store) as store:
@@ -561,6 +569,7 @@ def test_restart_requeues_a_job_a_dead_server_was_scoring_and_fails_it_past_max_
     assert "the server stopped while scoring it 2 times" in client.get(f"/submission/{doomed}").text
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_a_job_past_its_wall_limit_fails_alone_and_the_worker_goes_on(world, tmp_path):
     # a fresh scorer process takes far longer than a millisecond to start: every job here outlives its limit
     service = make_service(world, tmp_path, job_timeout_s=0.001)
@@ -576,6 +585,7 @@ def test_a_job_past_its_wall_limit_fails_alone_and_the_worker_goes_on(world, tmp
         assert wait(client, sid)["status"] == "scored"
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_stopping_puts_the_job_being_scored_back_in_the_queue(world, tmp_path):
     service = make_service(world, tmp_path, stop_grace_s=0.0)  # abandon at once: a new scorer takes far longer
     with Store(service.store) as store:
@@ -615,6 +625,7 @@ def test_submit_without_a_token_names_the_variable(tmp_path):
     assert result.exit_code == 2 and "set FACEBENCH_TOKEN" in result.output
 
 
+@pytest.mark.slow  # scores submissions in a scorer process
 def test_submit_command_and_slow_client_over_a_real_server(world, tmp_path):
     """uvicorn on a free port: a client trickling its body holds nothing up; facebench submit --wait zips a
     folder, waits and prints the metrics (and exits 1 on a failed submission)."""
