@@ -349,11 +349,6 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def is_missing_table(exc: BaseException) -> bool:
-    """The error a query on a table an older store lacks raises, in either engine."""
-    return bool(re.search(r"no such table|relation .* does not exist|UndefinedTable", f"{type(exc).__name__} {exc}"))
-
-
 def writable_file(path: Path) -> bool:
     # SQLite writes a journal beside the file: the folder must be writable too (False on a read-only mount)
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)

@@ -652,8 +652,3 @@ def run_page(store: Store, site: Site, key: str) -> str:
         [(k, json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v) for k, v in env.items()]))
     return site.page(f"run {run.key}", "\n".join(body))
 
-
-def not_found_page(site: Site | None, message: str) -> str:
-    """The 404 page: what was not found, and the way back."""
-    body = f'<h1>Not found</h1><p>{esc(message)}</p><p><a href="/">The leaderboard</a></p>'
-    return site.page("Not found", body) if site is not None else page("Not found", body)

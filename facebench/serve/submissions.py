@@ -47,6 +47,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from facebench import __version__
+from facebench.assets import sha256_file
 from facebench.errors import FacebenchError, UsageError
 from facebench.metric_specs import SPECS
 from facebench.paths import dumps_json
@@ -170,16 +171,10 @@ def check_card(text: str) -> dict:
 
 
 def fingerprint_files(path: Path) -> str:
-    """SHA-256 of a ground truth's files: each relative path and its bytes, in sorted order."""
-    digest = hashlib.sha256()
+    """SHA-256 of a ground truth's files: each relative path and its bytes' SHA-256, in sorted order."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
-        with open(f, "rb") as source:
-            while chunk := source.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()[:20]
+    listing = "".join(f"{f.relative_to(path) if path.is_dir() else f.name}\0{sha256_file(f)}\n" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()[:20]
 
 
 def _option(protocol: Protocol, name: str) -> Any:
